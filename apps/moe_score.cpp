@@ -1,0 +1,51 @@
+// moe-score: score a token dataset with an MoE model (the main job). See `moe-score --help`.
+#include <CLI/CLI.hpp>
+
+#include <fmt/format.h>
+
+#include "config/run_config.hpp"
+#include "main_support.hpp"
+#include "runtime/engine.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "moe-score: per-token log-probabilities of a token dataset under a Mixture-of-Experts model.\n"
+      "Run it under mpirun or srun; every rank reads its share of the batches. Writes the results\n"
+      "(HDF5: logprobs, seq_logprob, seq_tokens) and, when `report` is set, a JSON run report.",
+      "moe-score"};
+  std::string run_file;
+  std::vector<std::string> overrides;
+  app.add_option("RUN.yaml", run_file, "run file: model, input, output, batch_size, parallel.*, moe.*, report")
+      ->required();
+  app.add_option("--set", overrides, "override a run-file key, e.g. --set batch_size=16 --set moe.gating=static")
+      ->type_name("KEY=VALUE");
+  app.set_version_flag("--version", std::string("moe-score ") + MOE_VERSION);
+  app.footer("Example: mpirun -np 2 moe-score inputs/example.yaml --set output=scores.h5");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return moe::run_main("moe-score", argc, argv, [&] {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    moe::RunConfig config;
+    moe::RunOutcome outcome;
+    // The run file is parsed on every rank: a bad file is the same error everywhere.
+    try {
+      config = moe::RunConfig::load(run_file, overrides);
+    } catch (const moe::Error& e) {
+      throw moe::CollectiveError(e.what());
+    }
+    outcome = moe::run_scoring(config, MPI_COMM_WORLD, stdout);
+    if (rank == 0) {
+      const auto& r = outcome.report;
+      fmt::print("moe-score: {} sequences, {} tokens on {} rank(s) in {:.2f} s: {:.0f} tokens/s -> {}\n",
+                 r["input"]["sequences"].get<int64_t>(), r["input"]["tokens"].get<int64_t>(),
+                 r["layout"]["world"].get<int>(), r["throughput"]["loop_seconds"].get<double>(),
+                 r["throughput"]["tokens_per_second"].get<double>(), config.output);
+      if (!config.report.empty()) fmt::print("moe-score: run report -> {}\n", config.report);
+    }
+    return 0;
+  });
+}

@@ -1,0 +1,297 @@
+#include "backend/cpu/cpu_backend.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <vector>
+
+#include "backend/elementwise.hpp"
+#include "core/error.hpp"
+
+namespace moe {
+
+namespace {
+
+constexpr std::size_t kAlignment = 64;
+
+const float* f32_row(const WeightView& w, int64_t row) { return static_cast<const float*>(w.data) + row * w.stride; }
+const uint16_t* bf16_row(const WeightView& w, int64_t row) {
+  return static_cast<const uint16_t*>(w.data) + row * w.stride;
+}
+
+// Widens rows [row_begin, row_begin + rows) of a bf16 weight into a dense f32 panel.
+void widen_bf16_rows(const WeightView& w, int64_t row_begin, int64_t rows, float* panel) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* src = bf16_row(w, row_begin + r);
+    float* dst = panel + r * w.cols;
+    for (int64_t c = 0; c < w.cols; ++c) dst[c] = bf16_to_float(src[c]);
+  }
+}
+
+}  // namespace
+
+void* CpuBackend::raw_alloc(std::size_t bytes) {
+  const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  void* ptr = std::aligned_alloc(kAlignment, rounded);
+  if (!ptr) fail("cpu backend: out of memory allocating {} bytes", bytes);
+  return ptr;
+}
+
+void CpuBackend::raw_free(void* ptr) { std::free(ptr); }
+
+void CpuBackend::copy_to_device(void* dst, const void* host_src, std::size_t bytes) {
+  if (bytes) std::memcpy(dst, host_src, bytes);
+}
+void CpuBackend::copy_to_host(void* host_dst, const void* src, std::size_t bytes) {
+  if (bytes) std::memcpy(host_dst, src, bytes);
+}
+void CpuBackend::copy(void* dst, const void* src, std::size_t bytes) {
+  if (bytes) std::memmove(dst, src, bytes);
+}
+
+void CpuBackend::linear(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
+  if (m == 0 || w.rows == 0) return;
+  if (w.dtype == DType::f32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w.rows),
+                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), static_cast<const float*>(w.data),
+                static_cast<int>(w.stride), beta, y, static_cast<int>(w.rows));
+    return;
+  }
+  // bf16: widen a panel of rows at a time (about 4 MiB), then one sgemm per panel, so the
+  // accumulation is fp32 and the widened copy stays cache-sized. The panel buffer is reused
+  // across calls: after the first batch this path does not allocate.
+  thread_local std::vector<float> panel;
+  const int64_t panel_rows = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(w.cols, 1), 1, w.rows);
+  panel.resize(static_cast<std::size_t>(panel_rows * w.cols));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
+    const int64_t rows = std::min(panel_rows, w.rows - r0);
+    widen_bf16_rows(w, r0, rows, panel.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
+                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), panel.data(), static_cast<int>(w.cols),
+                beta, y + r0, static_cast<int>(w.rows));
+  }
+}
+
+void CpuBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups,
+                                const WeightView* weights, float* y) {
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const int64_t rows = offsets[g + 1] - offsets[g];
+    if (rows == 0) continue;
+    linear(x + offsets[g] * weights[g].cols, rows, weights[g], y + offsets[g] * weights[g].rows, 0.0f);
+  }
+}
+
+void CpuBackend::add_bias(float* y, const float* bias, int64_t m, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) y[i * n + j] += bias[j];
+}
+
+void CpuBackend::add(float* y, const float* x, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void CpuBackend::rms_norm(const float* x, const float* w, float* y, int64_t m, int64_t d, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * d;
+    float* yi = y + i * d;
+    double sum_sq = 0.0;
+    for (int64_t j = 0; j < d; ++j) sum_sq += static_cast<double>(xi[j]) * xi[j];
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(d) + eps));
+    for (int64_t j = 0; j < d; ++j) yi[j] = xi[j] * inv * w[j];
+  }
+}
+
+void CpuBackend::layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
+                            float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * d;
+    float* yi = y + i * d;
+    double sum = 0.0;
+    for (int64_t j = 0; j < d; ++j) sum += xi[j];
+    const double mean = sum / static_cast<double>(d);
+    double var = 0.0;
+    for (int64_t j = 0; j < d; ++j) var += (xi[j] - mean) * (xi[j] - mean);
+    const double inv = 1.0 / std::sqrt(var / static_cast<double>(d) + eps);
+    for (int64_t j = 0; j < d; ++j) yi[j] = static_cast<float>((xi[j] - mean) * inv) * w[j] + b[j];
+  }
+}
+
+void CpuBackend::rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim,
+                      float theta) {
+  const int64_t half = head_dim / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t p = 0; p < half; ++p) {
+      const double angle = positions[i] * kernels::rope_inv_freq(p, head_dim, theta);
+      for (int64_t h = 0; h < heads; ++h) kernels::rope_rotate(x + (i * heads + h) * head_dim, p, half, angle);
+    }
+  }
+}
+
+void CpuBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, float* out, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    float* dst = out + i * table.cols;
+    if (table.dtype == DType::f32) {
+      const float* src = f32_row(table, ids[i]);
+      for (int64_t j = 0; j < table.cols; ++j) dst[j] = accumulate ? dst[j] + src[j] : src[j];
+    } else {
+      const uint16_t* src = bf16_row(table, ids[i]);
+      for (int64_t j = 0; j < table.cols; ++j) {
+        const float v = bf16_to_float(src[j]);
+        dst[j] = accumulate ? dst[j] + v : v;
+      }
+    }
+  }
+}
+
+std::size_t CpuBackend::attention_scratch_bytes(int64_t max_len) const {
+  return sizeof(float) * static_cast<std::size_t>(omp_get_max_threads()) * static_cast<std::size_t>(max_len);
+}
+
+void CpuBackend::causal_attention(const float* q, const float* k, const float* v, float* out,
+                                  const int64_t* seq_offsets, int64_t num_seqs, int64_t max_len, int64_t heads,
+                                  int64_t kv_heads, int64_t head_dim, void* scratch) {
+  const int64_t group = heads / kv_heads;
+  const int64_t q_stride = heads * head_dim;
+  const int64_t kv_stride = kv_heads * head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  // One task per (sequence, head, query row): rows of long sequences cost more, so schedule dynamic.
+#pragma omp parallel
+  {
+    float* scores = static_cast<float*>(scratch) + static_cast<int64_t>(omp_get_thread_num()) * max_len;
+#pragma omp for collapse(2) schedule(dynamic, 16)
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      for (int64_t hq = 0; hq < heads * max_len; ++hq) {
+        const int64_t h = hq / max_len;
+        const int64_t t = hq % max_len;
+        const int64_t begin = seq_offsets[s];
+        if (t >= seq_offsets[s + 1] - begin) continue;
+        const float* qi = q + (begin + t) * q_stride + h * head_dim;
+        const int64_t kvh = h / group;
+        float max_score = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j <= t; ++j) {
+          const float* kj = k + (begin + j) * kv_stride + kvh * head_dim;
+          float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t c = 0; c < head_dim; ++c) dot += qi[c] * kj[c];
+          scores[j] = dot * scale;
+          max_score = std::max(max_score, scores[j]);
+        }
+        float total = 0.0f;
+        for (int64_t j = 0; j <= t; ++j) {
+          scores[j] = std::exp(scores[j] - max_score);
+          total += scores[j];
+        }
+        float* oi = out + (begin + t) * q_stride + h * head_dim;
+        std::fill(oi, oi + head_dim, 0.0f);
+        for (int64_t j = 0; j <= t; ++j) {
+          const float p = scores[j] / total;
+          const float* vj = v + (begin + j) * kv_stride + kvh * head_dim;
+#pragma omp simd
+          for (int64_t c = 0; c < head_dim; ++c) oi[c] += p * vj[c];
+        }
+      }
+    }
+  }
+}
+
+void CpuBackend::swiglu(const float* gate_up, float* out, int64_t m, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float* g = gate_up + i * 2 * n;
+    const float* u = g + n;
+    for (int64_t j = 0; j < n; ++j) out[i * n + j] = kernels::silu(g[j]) * u[j];
+  }
+}
+
+void CpuBackend::gelu(float* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = kernels::gelu_erf(x[i]);
+}
+
+void CpuBackend::scale_rows_sigmoid(float* y, const float* logit, int64_t m, int64_t d) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float g = kernels::sigmoid(logit[i]);
+    for (int64_t j = 0; j < d; ++j) y[i * d + j] *= g;
+  }
+}
+
+void CpuBackend::softmax_topk(const float* logits, int64_t m, int64_t e, int64_t k, bool renormalize,
+                              int32_t* ids, float* weights) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i)
+    kernels::softmax_topk_row(logits + i * e, e, k, renormalize, ids + i * k, weights + i * k);
+}
+
+void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t m, int64_t d, float* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) std::memcpy(out + i * d, x + static_cast<int64_t>(rows[i]) * d, sizeof(float) * d);
+}
+
+void CpuBackend::scatter_add_rows(const float* x, const int32_t* rows, const float* scale, int64_t m, int64_t d,
+                                  float* out) {
+  // Rows repeat (a token routed to k experts), so parallelise over columns: each thread owns a
+  // column block of every row, which also keeps the summation order fixed (i ascending).
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads();
+    const int64_t block = (d + threads - 1) / threads;
+    const int64_t c0 = std::min(d, block * omp_get_thread_num());
+    const int64_t c1 = std::min(d, c0 + block);
+    for (int64_t i = 0; i < m; ++i) {
+      float* dst = out + static_cast<int64_t>(rows[i]) * d;
+      const float* src = x + i * d;
+      const float s = scale[i];
+      for (int64_t c = c0; c < c1; ++c) dst[c] += s * src[c];
+    }
+  }
+}
+
+void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& head, int64_t vocab_begin,
+                                   const int32_t* targets, double* lse, float* target_logit, void* scratch) {
+  float* logits = static_cast<float*>(scratch);
+  const int64_t d = head.cols;
+  for (int64_t r0 = 0; r0 < m; r0 += lm_head_tile_rows) {
+    const int64_t rows = std::min(lm_head_tile_rows, m - r0);
+    for (int64_t i = 0; i < rows; ++i) {
+      lse[r0 + i] = -std::numeric_limits<double>::infinity();
+      target_logit[r0 + i] = -std::numeric_limits<float>::infinity();
+    }
+    for (int64_t v0 = 0; v0 < head.rows; v0 += lm_head_tile_vocab) {
+      const int64_t cols = std::min(lm_head_tile_vocab, head.rows - v0);
+      WeightView tile = head;
+      tile.data = static_cast<const char*>(head.data) + v0 * head.stride * static_cast<int64_t>(dtype_size(head.dtype));
+      tile.rows = cols;
+      linear(h + r0 * d, rows, tile, logits, 0.0f);  // logits [rows, cols]
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* li = logits + i * cols;
+        float mx = li[0];
+        for (int64_t j = 1; j < cols; ++j) mx = std::max(mx, li[j]);
+        double sum = 0.0;
+        for (int64_t j = 0; j < cols; ++j) sum += std::exp(static_cast<double>(li[j] - mx));
+        const double tile_lse = mx + std::log(sum);
+        double& acc = lse[r0 + i];
+        const double hi = std::max(acc, tile_lse);
+        acc = hi + std::log(std::exp(acc - hi) + std::exp(tile_lse - hi));
+        const int64_t local = targets[r0 + i] - vocab_begin - v0;
+        if (local >= 0 && local < cols) target_logit[r0 + i] = li[local];
+      }
+    }
+  }
+}
+
+}  // namespace moe

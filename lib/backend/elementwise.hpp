@@ -1,0 +1,62 @@
+#pragma once
+// Per-element and per-row math shared by the CPU backend and the CUDA kernels, so that both
+// compute the same function and the CPU tests check the logic the GPU runs.
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MOE_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define MOE_HOST_DEVICE inline
+#endif
+
+namespace moe::kernels {
+
+MOE_HOST_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
+
+MOE_HOST_DEVICE float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+MOE_HOST_DEVICE float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Inverse frequency of the rotate-half RoPE pair i (0 <= i < head_dim / 2), computed in double
+// as transformers does before casting, so long positions keep their precision.
+MOE_HOST_DEVICE double rope_inv_freq(int64_t i, int64_t head_dim, double theta) {
+  return 1.0 / pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+}
+
+// Rotates the pair (x[i], x[i + half]) of one head by position * inv_freq.
+MOE_HOST_DEVICE void rope_rotate(float* x, int64_t i, int64_t half, double angle) {
+  const float c = static_cast<float>(cos(angle));
+  const float s = static_cast<float>(sin(angle));
+  const float a = x[i];
+  const float b = x[i + half];
+  x[i] = a * c - b * s;
+  x[i + half] = b * c + a * s;
+}
+
+// Softmax over logits[0..e) and its k largest entries, ties broken by the lower id. Selection is
+// by repeated arg-max (k is small: 1..8), so it needs no scratch. Writes ids[k], weights[k].
+MOE_HOST_DEVICE void softmax_topk_row(const float* logits, int64_t e, int64_t k, bool renormalize,
+                                      int32_t* ids, float* weights) {
+  float max_logit = logits[0];
+  for (int64_t j = 1; j < e; ++j) max_logit = fmaxf(max_logit, logits[j]);
+  float total = 0.0f;
+  for (int64_t j = 0; j < e; ++j) total += expf(logits[j] - max_logit);
+  float picked_total = 0.0f;
+  for (int64_t slot = 0; slot < k; ++slot) {
+    int32_t best = -1;
+    for (int64_t j = 0; j < e; ++j) {
+      bool taken = false;
+      for (int64_t s = 0; s < slot; ++s) taken = taken || (ids[s] == j);
+      if (taken) continue;
+      if (best < 0 || logits[j] > logits[best]) best = static_cast<int32_t>(j);
+    }
+    ids[slot] = best;
+    weights[slot] = expf(logits[best] - max_logit) / total;
+    picked_total += weights[slot];
+  }
+  if (renormalize)
+    for (int64_t slot = 0; slot < k; ++slot) weights[slot] /= picked_total;
+}
+
+}  // namespace moe::kernels

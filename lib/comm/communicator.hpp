@@ -1,0 +1,47 @@
+#pragma once
+// The communication interface the model and the dispatcher are written against. Buffers are
+// memory of the backend the communicator was made for (host memory for MpiCommunicator).
+// Every call is collective over the communicator's ranks.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <mpi.h>
+
+namespace moe {
+
+// Counters of what a communicator sent, for the run report.
+struct CommStats {
+  uint64_t messages = 0;  // point-to-point messages carrying data (self-copies excluded)
+  uint64_t bytes = 0;     // bytes in those messages
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual std::string name() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  virtual void allreduce_sum(float* data, std::size_t count) = 0;
+  virtual void allreduce_sum(double* data, std::size_t count) = 0;
+  virtual void allreduce_max(float* data, std::size_t count) = 0;
+  // recv holds size() blocks of `bytes` each, in rank order.
+  virtual void allgather(const void* send, std::size_t bytes, void* recv) = 0;
+  // Byte counts and displacements per peer (host arrays of size()).
+  virtual void alltoallv(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs,
+                         void* recv, const std::size_t* recv_bytes, const std::size_t* recv_displs) = 0;
+  virtual void barrier() = 0;
+
+  const CommStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
+
+ protected:
+  CommStats stats_;
+};
+
+// Host-buffer communicator over an MPI communicator (which it duplicates and frees).
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm);
+
+}  // namespace moe

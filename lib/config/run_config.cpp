@@ -1,0 +1,143 @@
+#include "config/run_config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "core/error.hpp"
+
+namespace moe {
+
+namespace {
+
+// Every key a run file may hold; "a.b" names nested keys.
+const std::set<std::string> kKnownKeys = {
+    "model",          "input",         "output",          "report",           "batch_size",
+    "backend",        "threads",       "progress_seconds", "parallel",         "parallel.tp",
+    "parallel.ranks_per_node", "moe",   "moe.gating",       "moe.capacity_factor", "moe.alltoall",
+};
+
+void reject_unknown_keys(const YAML::Node& node, const std::string& prefix, const std::string& source) {
+  for (const auto& item : node) {
+    const std::string key = prefix + item.first.as<std::string>();
+    MOE_CHECK(kKnownKeys.count(key), "{}: unknown key '{}'", source, key);
+    if (item.second.IsMap()) reject_unknown_keys(item.second, key + ".", source);
+  }
+}
+
+// Applies "a.b=value": the value is parsed as YAML, so numbers stay numbers.
+void apply_override(YAML::Node& root, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  MOE_CHECK(eq != std::string::npos && eq > 0, "--set '{}': expected key=value", assignment);
+  const std::string key = assignment.substr(0, eq);
+  MOE_CHECK(kKnownKeys.count(key), "--set '{}': unknown key '{}'", assignment, key);
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    fail("--set '{}': malformed value: {}", assignment, e.msg);
+  }
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+  // yaml-cpp nodes are handles: walking with operator[] and reassigning would rebind, so recurse.
+  std::function<void(YAML::Node, std::size_t)> set = [&](YAML::Node node, std::size_t i) {
+    if (i + 1 == parts.size()) {
+      node[parts[i]] = value;
+      return;
+    }
+    if (!node[parts[i]] || !node[parts[i]].IsMap()) node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    set(node[parts[i]], i + 1);
+  };
+  set(root, 0);
+}
+
+template <typename T>
+T scalar(const YAML::Node& root, const std::string& key, const std::string& source, T fallback) {
+  // Node::operator= would overwrite the node it refers to; reset() rebinds the handle.
+  YAML::Node node;
+  node.reset(root);
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) {
+    if (!node.IsMap() || !node[part]) return fallback;
+    const YAML::Node child = node[part];
+    node.reset(child);
+  }
+  MOE_CHECK(node.IsScalar(), "{}: '{}' must be a single value", source, key);
+  T value;
+  MOE_CHECK(YAML::convert<T>::decode(node, value), "{}: '{}' has a bad value '{}'", source, key, node.Scalar());
+  return value;
+}
+
+}  // namespace
+
+const char* gating_name(GatingKind g) { return g == GatingKind::dynamic ? "dynamic" : "static"; }
+const char* alltoall_name(AllToAllKind a) { return a == AllToAllKind::flat ? "flat" : "hierarchical"; }
+
+RunConfig RunConfig::load(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  MOE_CHECK(in.good(), "{}: cannot open the run file", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path, overrides);
+}
+
+RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& source,
+                           const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    fail("{}: malformed YAML at line {}, column {}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  MOE_CHECK(root.IsMap(), "{}: the run file must be a YAML mapping of keys to values", source);
+  reject_unknown_keys(root, "", source);
+  for (const auto& o : overrides) apply_override(root, o);
+
+  RunConfig c;
+  c.model = scalar<std::string>(root, "model", source, "");
+  c.input = scalar<std::string>(root, "input", source, "");
+  c.output = scalar<std::string>(root, "output", source, "");
+  c.report = scalar<std::string>(root, "report", source, "");
+  MOE_CHECK(!c.model.empty(), "{}: missing key 'model' (the checkpoint)", source);
+  MOE_CHECK(!c.input.empty(), "{}: missing key 'input' (the token dataset)", source);
+  MOE_CHECK(!c.output.empty(), "{}: missing key 'output' (the results file)", source);
+  c.batch_size = scalar<int64_t>(root, "batch_size", source, c.batch_size);
+  MOE_CHECK(c.batch_size > 0, "{}: 'batch_size' must be positive, got {}", source, c.batch_size);
+  c.backend = scalar<std::string>(root, "backend", source, c.backend);
+  c.threads = scalar<int64_t>(root, "threads", source, c.threads);
+  MOE_CHECK(c.threads >= 0, "{}: 'threads' must be >= 0, got {}", source, c.threads);
+  c.progress_seconds = scalar<double>(root, "progress_seconds", source, c.progress_seconds);
+  MOE_CHECK(c.progress_seconds >= 0, "{}: 'progress_seconds' must be >= 0", source);
+  c.parallel.tp = scalar<int64_t>(root, "parallel.tp", source, c.parallel.tp);
+  MOE_CHECK(c.parallel.tp > 0, "{}: 'parallel.tp' must be positive, got {}", source, c.parallel.tp);
+  const std::string rpn = scalar<std::string>(root, "parallel.ranks_per_node", source, "auto");
+  if (rpn != "auto") {
+    c.parallel.ranks_per_node = scalar<int64_t>(root, "parallel.ranks_per_node", source, 0);
+    MOE_CHECK(c.parallel.ranks_per_node > 0, "{}: 'parallel.ranks_per_node' must be 'auto' or positive, got '{}'",
+              source, rpn);
+  }
+  const std::string gating = scalar<std::string>(root, "moe.gating", source, "dynamic");
+  MOE_CHECK(gating == "dynamic" || gating == "static", "{}: 'moe.gating' is '{}' (valid: dynamic, static)", source,
+            gating);
+  c.moe.gating = gating == "dynamic" ? GatingKind::dynamic : GatingKind::static_capacity;
+  c.moe.capacity_factor = scalar<double>(root, "moe.capacity_factor", source, c.moe.capacity_factor);
+  MOE_CHECK(c.moe.capacity_factor > 0 && std::isfinite(c.moe.capacity_factor),
+            "{}: 'moe.capacity_factor' must be positive, got {}", source, c.moe.capacity_factor);
+  const std::string a2a = scalar<std::string>(root, "moe.alltoall", source, "hierarchical");
+  MOE_CHECK(a2a == "flat" || a2a == "hierarchical", "{}: 'moe.alltoall' is '{}' (valid: flat, hierarchical)", source,
+            a2a);
+  c.moe.alltoall = a2a == "flat" ? AllToAllKind::flat : AllToAllKind::hierarchical;
+
+  YAML::Emitter out;
+  out << root;
+  c.effective_yaml = out.c_str();
+  return c;
+}
+
+}  // namespace moe

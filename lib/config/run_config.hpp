@@ -1,0 +1,41 @@
+#pragma once
+// The run file (YAML) with --set overrides: the contract job scripts rely on (DESIGN.md).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+enum class GatingKind { dynamic, static_capacity };
+enum class AllToAllKind { flat, hierarchical };
+
+struct RunConfig {
+  std::string model;
+  std::string input;
+  std::string output;
+  std::string report;          // "" = no JSON report
+  int64_t batch_size = 8;      // sequences per data-parallel group per step
+  std::string backend = "cpu";  // cpu | cuda
+  int64_t threads = 0;         // OpenMP threads per rank; 0 = OMP_NUM_THREADS or all cores
+  double progress_seconds = 10.0;  // rank 0 prints progress at most this often; 0 = never
+  struct {
+    int64_t tp = 1;
+    int64_t ranks_per_node = 0;  // 0 = auto (MPI_COMM_TYPE_SHARED)
+  } parallel;
+  struct {
+    GatingKind gating = GatingKind::dynamic;
+    double capacity_factor = 1.25;
+    AllToAllKind alltoall = AllToAllKind::hierarchical;
+  } moe;
+  std::string effective_yaml;  // the run file after overrides, as YAML text (stored in results)
+
+  // Reads `path`, applies overrides of the form key.sub=value, validates every key and value.
+  static RunConfig load(const std::string& path, const std::vector<std::string>& overrides);
+  static RunConfig parse(const std::string& yaml_text, const std::string& source,
+                         const std::vector<std::string>& overrides);
+};
+
+const char* gating_name(GatingKind g);
+const char* alltoall_name(AllToAllKind a);
+
+}  // namespace moe

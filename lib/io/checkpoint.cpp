@@ -1,0 +1,107 @@
+#include "io/checkpoint.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+
+namespace moe {
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t product(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+// The multi-index of flat element i of a box, for messages.
+std::string index_text(int64_t i, const std::vector<int64_t>& offset, const std::vector<int64_t>& count) {
+  std::vector<int64_t> idx(count.size());
+  for (std::size_t d = count.size(); d-- > 0;) {
+    idx[d] = offset[d] + i % count[d];
+    i /= count[d];
+  }
+  return shape_text(idx);
+}
+
+}  // namespace
+
+int64_t HostTensor::numel() const { return product(shape); }
+
+std::vector<float> HostTensor::to_f32() const {
+  std::vector<float> out(static_cast<std::size_t>(numel()));
+  if (dtype == DType::f32) {
+    std::memcpy(out.data(), bytes.data(), out.size() * sizeof(float));
+  } else {
+    const auto* src = reinterpret_cast<const uint16_t*>(bytes.data());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(src[i]);
+  }
+  return out;
+}
+
+CheckpointReader::CheckpointReader(const std::string& path, MPI_Comm comm) : file_(h5::File::open_read(path, comm)) {
+  config_ = ModelConfig::from_attributes(file_.read_attributes("/"), path);
+}
+
+HostTensor CheckpointReader::read(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                  const std::vector<int64_t>& offset_in, const std::vector<int64_t>& count_in) {
+  const h5::DatasetInfo info = file_.info(name);
+  MOE_CHECK(info.kind == h5::ElementKind::f32 || info.kind == h5::ElementKind::bf16,
+            "{}: dataset '{}' has type {}, expected float32 or bf16", path(), name, info.type_name);
+  MOE_CHECK(info.shape == expected_shape, "{}: dataset '{}' has shape {}, but the architecture needs {}", path(), name,
+            shape_text(info.shape), shape_text(expected_shape));
+  const std::vector<int64_t> offset = offset_in.empty() ? std::vector<int64_t>(expected_shape.size(), 0) : offset_in;
+  const std::vector<int64_t> count = count_in.empty() ? expected_shape : count_in;
+  HostTensor t;
+  t.dtype = info.kind == h5::ElementKind::bf16 ? DType::bf16 : DType::f32;
+  t.shape = count;
+  const int64_t n = product(count);
+  t.bytes.resize(static_cast<std::size_t>(n) * dtype_size(t.dtype));
+  if (t.dtype == DType::f32) {
+    auto* data = reinterpret_cast<float*>(t.bytes.data());
+    file_.read<float>(name, offset, count, data);
+    for (int64_t i = 0; i < n; ++i)
+      MOE_CHECK(std::isfinite(data[i]), "{}: dataset '{}' holds a non-finite value ({}) at {}", path(), name, data[i],
+                index_text(i, offset, count));
+  } else {
+    auto* data = reinterpret_cast<uint16_t*>(t.bytes.data());
+    file_.read<uint16_t>(name, offset, count, data);
+    for (int64_t i = 0; i < n; ++i)
+      MOE_CHECK((data[i] & 0x7f80u) != 0x7f80u, "{}: dataset '{}' holds a non-finite bf16 value ({}) at {}", path(),
+                name, bf16_to_float(data[i]), index_text(i, offset, count));
+  }
+  hash_.update(name.data(), name.size());
+  hash_.update(t.bytes.data(), t.bytes.size());
+  return t;
+}
+
+CheckpointWriter::CheckpointWriter(const std::string& path, const ModelConfig& config, MPI_Comm comm)
+    : file_(h5::File::create(path, comm)) {
+  file_.write_attributes(config.to_attributes());
+}
+
+void CheckpointWriter::write(const std::string& name, const std::vector<int64_t>& shape, const float* data,
+                             DType dtype) {
+  std::vector<int64_t> chunk;
+  if (shape.size() == 3) chunk = {1, shape[1], shape[2]};
+  const std::vector<int64_t> zero(shape.size(), 0);
+  if (dtype == DType::f32) {
+    file_.create_dataset<float>(name, shape, chunk);
+    file_.write<float>(name, zero, shape, data);
+    return;
+  }
+  std::vector<uint16_t> packed(static_cast<std::size_t>(product(shape)));
+  for (std::size_t i = 0; i < packed.size(); ++i) packed[i] = float_to_bf16(data[i]);
+  file_.create_dataset<uint16_t>(name, shape, chunk);
+  file_.write<uint16_t>(name, zero, shape, packed.data());
+  file_.write_string_attribute(name, "dtype", "bf16");
+}
+
+}  // namespace moe

@@ -1,0 +1,62 @@
+#pragma once
+// The HDF5 checkpoint (docs/formats.md): architecture from the root attributes, tensors read as
+// boxes so a rank reads only what it holds. Every read checks the dataset's dtype and shape
+// against the architecture and that the values are finite, and feeds the model checksum.
+#include <mpi.h>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "config/model_config.hpp"
+#include "core/checksum.hpp"
+#include "core/dtype.hpp"
+#include "io/h5.hpp"
+
+namespace moe {
+
+// Weights in host memory as stored (f32 or bf16), dense row-major over `shape`.
+struct HostTensor {
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+  std::vector<std::byte> bytes;
+  int64_t numel() const;
+  // The values widened to float32 (for small vectors: norms, biases).
+  std::vector<float> to_f32() const;
+};
+
+class CheckpointReader {
+ public:
+  CheckpointReader(const std::string& path, MPI_Comm comm);
+
+  const std::string& path() const { return file_.path(); }
+  const ModelConfig& config() const { return config_; }
+  bool has(const std::string& name) const { return file_.has(name); }
+
+  // Reads the box [offset, offset + count) of `name`, whose full shape must be `expected_shape`.
+  // Empty offset/count read the whole tensor.
+  HostTensor read(const std::string& name, const std::vector<int64_t>& expected_shape,
+                  const std::vector<int64_t>& offset = {}, const std::vector<int64_t>& count = {});
+  // Fingerprint of everything read so far, in read order.
+  std::string checksum() const { return hash_.hex(); }
+
+ private:
+  h5::File file_;
+  ModelConfig config_;
+  Fnv1a hash_;
+};
+
+// Writes a checkpoint tensor by tensor (moe-synth, converters): memory stays one tensor.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(const std::string& path, const ModelConfig& config, MPI_Comm comm);
+  // data holds numel(shape) floats; stored as f32 or, with dtype bf16, rounded to bf16.
+  // 3-D tensors ([E, rows, cols]) are chunked one expert per chunk.
+  void write(const std::string& name, const std::vector<int64_t>& shape, const float* data, DType dtype = DType::f32);
+  void close() { file_ = h5::File(); }
+
+ private:
+  h5::File file_;
+};
+
+}  // namespace moe

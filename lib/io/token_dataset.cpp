@@ -1,0 +1,125 @@
+#include "io/token_dataset.hpp"
+
+#include <algorithm>
+
+#include "core/checksum.hpp"
+#include "core/error.hpp"
+
+namespace moe {
+
+namespace {
+constexpr int64_t kScanTokens = int64_t{1} << 20;  // tokens per read while validating
+}
+
+int64_t TokenBatch::max_length() const {
+  int64_t longest = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) longest = std::max(longest, seq_offsets[s + 1] - seq_offsets[s]);
+  return longest;
+}
+
+TokenDataset::TokenDataset(const std::string& path, MPI_Comm comm) : file_(h5::File::open_read(path, comm)) {
+  const h5::DatasetInfo tokens = file_.info("tokens");
+  MOE_CHECK(tokens.kind == h5::ElementKind::i32, "{}: dataset 'tokens' has type {}, expected int32", path,
+            tokens.type_name);
+  if (tokens.shape.size() == 2) {
+    width_ = tokens.shape[1];
+    const h5::DatasetInfo lengths = file_.info("lengths");
+    MOE_CHECK(lengths.kind == h5::ElementKind::i32 || lengths.kind == h5::ElementKind::i64,
+              "{}: dataset 'lengths' has type {}, expected int32", path, lengths.type_name);
+    MOE_CHECK(lengths.shape.size() == 1 && lengths.shape[0] == tokens.shape[0],
+              "{}: dataset 'lengths' must have shape [{}] to match 'tokens' [{}, {}]", path, tokens.shape[0],
+              tokens.shape[0], tokens.shape[1]);
+    lengths_ = file_.read_all<int64_t>("lengths");
+    for (std::size_t n = 0; n < lengths_.size(); ++n) {
+      MOE_CHECK(lengths_[n] >= 0, "{}: lengths[{}] = {} is negative", path, n, lengths_[n]);
+      MOE_CHECK(lengths_[n] <= width_, "{}: lengths[{}] = {} exceeds the padded width {} of 'tokens'", path, n,
+                lengths_[n], width_);
+      total_tokens_ += lengths_[n];
+    }
+  } else if (tokens.shape.size() == 1) {
+    ragged_ = true;
+    const h5::DatasetInfo offsets = file_.info("offsets");
+    MOE_CHECK(offsets.kind == h5::ElementKind::i64 || offsets.kind == h5::ElementKind::i32,
+              "{}: dataset 'offsets' has type {}, expected int64", path, offsets.type_name);
+    MOE_CHECK(offsets.shape.size() == 1 && offsets.shape[0] >= 1, "{}: dataset 'offsets' must be 1-D with N+1 entries",
+              path);
+    starts_ = file_.read_all<int64_t>("offsets");
+    MOE_CHECK(starts_.front() == 0, "{}: offsets[0] = {} must be 0", path, starts_.front());
+    MOE_CHECK(starts_.back() == tokens.shape[0], "{}: offsets[{}] = {} must equal the {} tokens", path,
+              starts_.size() - 1, starts_.back(), tokens.shape[0]);
+    lengths_.resize(starts_.size() - 1);
+    for (std::size_t n = 0; n + 1 < starts_.size(); ++n) {
+      lengths_[n] = starts_[n + 1] - starts_[n];
+      MOE_CHECK(lengths_[n] >= 0, "{}: offsets decrease at sequence {} (length {} is negative)", path, n, lengths_[n]);
+    }
+    total_tokens_ = tokens.shape[0];
+  } else {
+    fail("{}: dataset 'tokens' must be 2-D (padded, with 'lengths') or 1-D (ragged, with 'offsets'), got {}-D", path,
+         tokens.shape.size());
+  }
+}
+
+void TokenDataset::validate(int64_t vocab_size, int64_t max_positions) {
+  Fnv1a hash;
+  for (std::size_t n = 0; n < lengths_.size(); ++n) {
+    MOE_CHECK(lengths_[n] <= max_positions, "{}: sequence {} has length {}, longer than the model's max_positions {}",
+              path(), n, lengths_[n], max_positions);
+    hash.update_value(lengths_[n]);
+  }
+  auto check_ids = [&](const int32_t* ids, int64_t count, int64_t seq, int64_t pos0) {
+    for (int64_t i = 0; i < count; ++i)
+      MOE_CHECK(ids[i] >= 0 && ids[i] < vocab_size,
+                "{}: token id {} at sequence {}, position {} is outside the vocabulary [0, {})", path(), ids[i], seq,
+                pos0 + i, vocab_size);
+    hash.update(ids, sizeof(int32_t) * static_cast<std::size_t>(count));
+  };
+  std::vector<int32_t> buffer;
+  if (ragged_) {
+    for (int64_t t0 = 0; t0 < total_tokens_; t0 += kScanTokens) {
+      const int64_t count = std::min(kScanTokens, total_tokens_ - t0);
+      buffer.resize(static_cast<std::size_t>(count));
+      file_.read<int32_t>("tokens", {t0}, {count}, buffer.data());
+      // Find the sequence of each chunk's first token only for messages: walk with the offsets.
+      auto seq_at = [&](int64_t t) {
+        return static_cast<int64_t>(std::upper_bound(starts_.begin(), starts_.end(), t) - starts_.begin()) - 1;
+      };
+      for (int64_t i = 0; i < count; ++i)
+        if (buffer[i] < 0 || buffer[i] >= vocab_size) {
+          const int64_t seq = seq_at(t0 + i);
+          check_ids(&buffer[i], 1, seq, t0 + i - starts_[seq]);
+        }
+      hash.update(buffer.data(), sizeof(int32_t) * static_cast<std::size_t>(count));
+    }
+  } else {
+    const int64_t rows_per_read = std::max<int64_t>(1, kScanTokens / std::max<int64_t>(width_, 1));
+    for (int64_t r0 = 0; r0 < num_seqs(); r0 += rows_per_read) {
+      const int64_t rows = std::min(rows_per_read, num_seqs() - r0);
+      buffer.resize(static_cast<std::size_t>(rows * width_));
+      file_.read<int32_t>("tokens", {r0, 0}, {rows, width_}, buffer.data());
+      for (int64_t r = 0; r < rows; ++r) check_ids(buffer.data() + r * width_, lengths_[r0 + r], r0 + r, 0);
+    }
+  }
+  checksum_ = hash.hex();
+}
+
+void TokenDataset::read(int64_t first, int64_t count, TokenBatch& batch) const {
+  MOE_CHECK(first >= 0 && count >= 0 && first + count <= num_seqs(), "{}: batch [{}, {}) is outside the {} sequences",
+            path(), first, first + count, num_seqs());
+  batch.first_seq = first;
+  batch.num_seqs = count;
+  batch.seq_offsets.resize(static_cast<std::size_t>(count + 1));
+  batch.seq_offsets[0] = 0;
+  for (int64_t s = 0; s < count; ++s) batch.seq_offsets[s + 1] = batch.seq_offsets[s] + lengths_[first + s];
+  batch.ids.resize(static_cast<std::size_t>(batch.seq_offsets[count]));
+  if (count == 0) return;
+  if (ragged_) {
+    file_.read<int32_t>("tokens", {starts_[first]}, {batch.seq_offsets[count]}, batch.ids.data());
+    return;
+  }
+  padded_rows_.resize(static_cast<std::size_t>(count * width_));
+  file_.read<int32_t>("tokens", {first, 0}, {count, width_}, padded_rows_.data());
+  for (int64_t s = 0; s < count; ++s)
+    std::copy_n(padded_rows_.data() + s * width_, lengths_[first + s], batch.ids.data() + batch.seq_offsets[s]);
+}
+
+}  // namespace moe

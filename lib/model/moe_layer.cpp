@@ -1,0 +1,92 @@
+#include "model/moe_layer.hpp"
+
+#include "model/mlp.hpp"
+
+namespace moe {
+
+namespace {
+namespace expert_slot {
+enum : std::size_t { in = 0, act, out };
+}
+}  // namespace
+
+MoeLayer::MoeLayer(int64_t layer, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts,
+                   Workspace& expert_ws)
+    : layer_(layer), gating_(gating), dispatcher_(dispatcher), experts_(experts), expert_ws_(expert_ws) {
+  stats_.layer = layer;
+}
+
+void MoeLayer::forward(Step& step, const LayerWeights& weights, float* h) {
+  const ModelConfig& c = step.config;
+  Backend& be = step.backend;
+  const int64_t t = step.num_tokens;
+  const int64_t d = c.hidden_size;
+  const int64_t e = c.num_experts(layer_);
+  const int64_t k = c.top_k;
+  const float* x = step.ws.get<float>(slot::normed, static_cast<std::size_t>(t * d));
+  {
+    ScopedPhase phase(step.times, "moe.router");
+    float* logits = step.ws.get<float>(slot::router_logits, static_cast<std::size_t>(t * e));
+    int32_t* ids = step.ws.get<int32_t>(slot::topk_ids, static_cast<std::size_t>(t * k));
+    float* w = step.ws.get<float>(slot::topk_weights, static_cast<std::size_t>(t * k));
+    route(be, x, t, weights.router.view, k, c.router_renormalize, logits, ids, w, choice_);
+    if (gating_.kind == GatingKind::dynamic)
+      plan_.build_dynamic(choice_.ids.data(), choice_.weights.data(), t, k, e);
+    else
+      plan_.build_static(choice_.ids.data(), choice_.weights.data(), t, k, e,
+                         static_capacity(t, k, e, gating_.capacity_factor));
+  }
+  float* rows = nullptr;
+  int64_t num_rows = 0;
+  {
+    ScopedPhase phase(step.times, "moe.dispatch");
+    num_rows = dispatcher_.dispatch(plan_, x, d, rows, local_offsets_);
+  }
+  float* expert_out = nullptr;
+  {
+    ScopedPhase phase(step.times, "moe.experts");
+    const int64_t first = experts_.first_expert(layer_);
+    const int64_t local = experts_.num_local_experts(layer_);
+    in_views_.resize(static_cast<std::size_t>(local));
+    out_views_.resize(static_cast<std::size_t>(local));
+    for (int64_t x_id = 0; x_id < local; ++x_id) {
+      if (local_offsets_[x_id + 1] == local_offsets_[x_id]) continue;  // idle experts are not touched
+      const ExpertWeights ew = experts_.acquire(layer_, first + x_id);
+      in_views_[x_id] = ew.in;
+      out_views_[x_id] = ew.out;
+    }
+    const int64_t in_rows = c.mlp_in_rows(c.expert_ffn);
+    float* in = expert_ws_.get<float>(expert_slot::in, static_cast<std::size_t>(num_rows * in_rows));
+    float* act = c.activation == ActivationKind::swiglu
+                     ? expert_ws_.get<float>(expert_slot::act, static_cast<std::size_t>(num_rows * c.expert_ffn))
+                     : in;
+    expert_out = expert_ws_.get<float>(expert_slot::out, static_cast<std::size_t>(num_rows * d));
+    be.grouped_linear(rows, local_offsets_.data(), local, in_views_.data(), in);
+    mlp_activation(be, c.activation, in, act, num_rows, c.expert_ffn);
+    be.grouped_linear(act, local_offsets_.data(), local, out_views_.data(), expert_out);
+  }
+  {
+    ScopedPhase phase(step.times, "moe.combine");
+    dispatcher_.combine(plan_, expert_out, d, h);
+  }
+  if (weights.shared) {
+    ScopedPhase phase(step.times, "moe.shared");
+    if (c.shared_gate == SharedGateKind::sigmoid) {
+      float* shared = step.ws.get<float>(slot::mlp_out, static_cast<std::size_t>(t * d));
+      mlp_forward(step, *weights.shared, x, t, shared, 0.0f);
+      float* gate = step.ws.get<float>(slot::gate_logit, static_cast<std::size_t>(t));
+      be.linear(x, t, weights.shared_gate.view, gate, 0.0f);
+      be.scale_rows_sigmoid(shared, gate, t, d);
+      be.add(h, shared, t * d);
+    } else {
+      mlp_forward(step, *weights.shared, x, t, h, 1.0f);
+    }
+  }
+  if (stats_.expert_tokens.empty()) stats_.expert_tokens.assign(static_cast<std::size_t>(e), 0);
+  for (int64_t i = 0; i < e; ++i) stats_.expert_tokens[i] += plan_.counts[i];
+  stats_.dropped += plan_.dropped;
+  stats_.padded += plan_.padded;
+  stats_.rows_computed += num_rows;
+}
+
+}  // namespace moe

@@ -1,0 +1,55 @@
+#pragma once
+// One MoE layer as route -> plan -> dispatch -> experts -> combine, plus the always-on
+// shared/residual MLP. Each part is swappable: the gating policy picks the plan, the
+// Dispatcher moves rows, the ExpertStore supplies weights.
+#include <cstdint>
+#include <vector>
+
+#include "config/run_config.hpp"
+#include "model/step.hpp"
+#include "model/weights.hpp"
+#include "moe/dispatch_plan.hpp"
+#include "moe/dispatcher.hpp"
+#include "moe/expert_store.hpp"
+#include "moe/router.hpp"
+
+namespace moe {
+
+// What the run report shows per MoE layer, summed over batches.
+struct MoeLayerStats {
+  int64_t layer = 0;
+  std::vector<int64_t> expert_tokens;  // routed rows per expert
+  int64_t dropped = 0;
+  int64_t padded = 0;
+  int64_t rows_computed = 0;
+};
+
+struct GatingPolicy {
+  GatingKind kind = GatingKind::dynamic;
+  double capacity_factor = 1.25;
+};
+
+class MoeLayer {
+ public:
+  MoeLayer(int64_t layer, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts, Workspace& expert_ws);
+
+  // h += MoE(normed) (+ shared MLP). r: normed (slot), weights  rw: h
+  void forward(Step& step, const LayerWeights& weights, float* h);
+  const MoeLayerStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = MoeLayerStats{layer_, {}, 0, 0, 0}; }
+
+ private:
+  int64_t layer_;
+  GatingPolicy gating_;
+  Dispatcher& dispatcher_;
+  ExpertStore& experts_;
+  Workspace& expert_ws_;  // expert activations [rows, ...]
+  RouterChoice choice_;
+  DispatchPlan plan_;
+  std::vector<int64_t> local_offsets_;
+  std::vector<WeightView> in_views_;
+  std::vector<WeightView> out_views_;
+  MoeLayerStats stats_;
+};
+
+}  // namespace moe

@@ -1,0 +1,118 @@
+#include "model/weights.hpp"
+
+#include <cstring>
+#include <string>
+
+#include "core/error.hpp"
+
+namespace moe {
+
+namespace {
+
+// Stacks tensors of the same dtype and column count along their rows.
+HostTensor stack_rows(const std::vector<const HostTensor*>& parts, const std::string& what) {
+  HostTensor out;
+  out.dtype = parts.front()->dtype;
+  const int64_t cols = parts.front()->shape.back();
+  int64_t rows = 0;
+  for (const HostTensor* p : parts) {
+    MOE_CHECK(p->dtype == out.dtype, "{}: its tensors mix f32 and bf16", what);
+    rows += p->numel() / cols;
+    out.bytes.insert(out.bytes.end(), p->bytes.begin(), p->bytes.end());
+  }
+  out.shape = {rows, cols};
+  return out;
+}
+
+DeviceBuffer upload_f32(Backend& backend, const HostTensor& t) {
+  const std::vector<float> values = t.to_f32();
+  DeviceBuffer buf = backend.alloc(values.size() * sizeof(float));
+  backend.copy_to_device(buf.data(), values.data(), values.size() * sizeof(float));
+  return buf;
+}
+
+Norm load_norm(CheckpointReader& ckpt, Backend& backend, const std::string& prefix) {
+  const ModelConfig& c = ckpt.config();
+  Norm n;
+  n.weight = upload_f32(backend, ckpt.read(prefix + "/weight", {c.hidden_size}));
+  if (c.norm == NormKind::layernorm) n.bias = upload_f32(backend, ckpt.read(prefix + "/bias", {c.hidden_size}));
+  return n;
+}
+
+}  // namespace
+
+Matrix upload_matrix(Backend& backend, const HostTensor& t) {
+  Matrix m;
+  m.buffer = backend.alloc(t.bytes.size());
+  backend.copy_to_device(m.buffer.data(), t.bytes.data(), t.bytes.size());
+  m.view.data = m.buffer.data();
+  m.view.dtype = t.dtype;
+  m.view.cols = t.shape.back();
+  m.view.rows = t.numel() / m.view.cols;
+  m.view.stride = m.view.cols;
+  return m;
+}
+
+MlpWeights load_mlp(CheckpointReader& ckpt, Backend& backend, const std::string& prefix, int64_t ffn) {
+  const ModelConfig& c = ckpt.config();
+  const int64_t d = c.hidden_size;
+  MlpWeights mlp;
+  mlp.ffn = ffn;
+  const HostTensor up = ckpt.read(prefix + "/up_proj", {ffn, d});
+  if (c.activation == ActivationKind::swiglu) {
+    const HostTensor gate = ckpt.read(prefix + "/gate_proj", {ffn, d});
+    mlp.in = upload_matrix(backend, stack_rows({&gate, &up}, prefix));
+  } else {
+    mlp.in = upload_matrix(backend, up);
+  }
+  mlp.out = upload_matrix(backend, ckpt.read(prefix + "/down_proj", {d, ffn}));
+  return mlp;
+}
+
+ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend) {
+  const ModelConfig& c = ckpt.config();
+  const int64_t d = c.hidden_size;
+  const std::size_t before = backend.bytes_in_use();
+  ModelWeights w;
+  w.embed_tokens = upload_matrix(backend, ckpt.read("embed_tokens", {c.vocab_size, d}));
+  if (c.position == PositionKind::learned)
+    w.embed_positions = upload_matrix(backend, ckpt.read("embed_positions", {c.max_positions, d}));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "layers/" + std::to_string(i);
+    LayerWeights& l = w.layers.emplace_back();
+    l.attn_norm = load_norm(ckpt, backend, p + "/attn_norm");
+    const int64_t q_rows = c.num_heads * c.head_dim;
+    const int64_t kv_rows = c.num_kv_heads * c.head_dim;
+    const HostTensor q = ckpt.read(p + "/attn/q_proj", {q_rows, d});
+    const HostTensor k = ckpt.read(p + "/attn/k_proj", {kv_rows, d});
+    const HostTensor v = ckpt.read(p + "/attn/v_proj", {kv_rows, d});
+    l.qkv = upload_matrix(backend, stack_rows({&q, &k, &v}, p + "/attn"));
+    if (c.qkv_bias) {
+      const HostTensor qb = ckpt.read(p + "/attn/q_bias", {q_rows});
+      const HostTensor kb = ckpt.read(p + "/attn/k_bias", {kv_rows});
+      const HostTensor vb = ckpt.read(p + "/attn/v_bias", {kv_rows});
+      HostTensor all = stack_rows({&qb, &kb, &vb}, p + "/attn biases");
+      l.qkv_bias = upload_f32(backend, all);
+    }
+    l.o_proj = upload_matrix(backend, ckpt.read(p + "/attn/o_proj", {d, q_rows}));
+    l.mlp_norm = load_norm(ckpt, backend, p + "/mlp_norm");
+    if (!c.is_moe_layer(i)) {
+      l.dense = load_mlp(ckpt, backend, p + "/mlp", c.dense_ffn);
+      continue;
+    }
+    l.router = upload_matrix(backend, ckpt.read(p + "/moe/router", {c.num_experts(i), d}));
+    if (c.shared_ffn > 0) l.shared = load_mlp(ckpt, backend, p + "/moe/shared", c.shared_ffn);
+    if (c.shared_gate == SharedGateKind::sigmoid)
+      l.shared_gate = upload_matrix(backend, ckpt.read(p + "/moe/shared_gate", {1, d}));
+  }
+  w.final_norm = load_norm(ckpt, backend, "final_norm");
+  if (c.tie_embeddings) {
+    w.lm_head.view = w.embed_tokens.view;
+  } else {
+    w.lm_head = upload_matrix(backend, ckpt.read("lm_head", {c.vocab_size, d}));
+  }
+  w.bytes = backend.bytes_in_use() - before;
+  return w;
+}
+
+}  // namespace moe

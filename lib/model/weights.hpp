@@ -1,0 +1,60 @@
+#pragma once
+// The non-expert weights of a model in backend memory, as the forward pass uses them: q/k/v
+// fused into one matrix and a SwiGLU MLP's gate/up fused into one [2F, d] matrix, so each is one
+// GEMM. Expert weights live in the ExpertStore (moe/expert_store.hpp).
+#include <optional>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "config/model_config.hpp"
+#include "io/checkpoint.hpp"
+
+namespace moe {
+
+struct Matrix {
+  DeviceBuffer buffer;
+  WeightView view;
+};
+
+struct Norm {
+  DeviceBuffer weight;
+  DeviceBuffer bias;  // layernorm only
+};
+
+struct MlpWeights {
+  Matrix in;   // [mlp_in_rows(F), d]: gate rows then up rows (swiglu), or up (gelu)
+  Matrix out;  // [d, F]
+  int64_t ffn = 0;
+};
+
+struct LayerWeights {
+  Norm attn_norm;
+  Matrix qkv;           // [(H + 2 KV) * hd, d]
+  DeviceBuffer qkv_bias;  // [(H + 2 KV) * hd] when qkv_bias
+  Matrix o_proj;        // [d, H * hd]
+  Norm mlp_norm;
+  std::optional<MlpWeights> dense;   // dense layers
+  Matrix router;                     // MoE layers: [E, d]
+  std::optional<MlpWeights> shared;  // MoE layers with a shared/residual MLP
+  Matrix shared_gate;                // [1, d] with shared_gate = sigmoid
+};
+
+struct ModelWeights {
+  Matrix embed_tokens;     // [V, d]
+  Matrix embed_positions;  // [max_positions, d] (learned positions)
+  std::vector<LayerWeights> layers;
+  Norm final_norm;
+  Matrix lm_head;  // [V, d]; a view of embed_tokens when tied (its buffer is then empty)
+  std::size_t bytes = 0;  // backend bytes held
+};
+
+// Reads and uploads every non-expert tensor of the checkpoint (validated by the reader).
+ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend);
+
+// Uploads a host tensor as a [rows, cols] matrix (a 1-row matrix for 1-D tensors).
+Matrix upload_matrix(Backend& backend, const HostTensor& t);
+
+// Reads an MLP (`prefix`/gate_proj, up_proj, down_proj) of size ffn, fusing gate and up.
+MlpWeights load_mlp(CheckpointReader& ckpt, Backend& backend, const std::string& prefix, int64_t ffn);
+
+}  // namespace moe

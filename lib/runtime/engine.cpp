@@ -1,0 +1,160 @@
+#include "runtime/engine.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "backend/backend.hpp"
+#include "comm/communicator.hpp"
+#include "core/error.hpp"
+#include "core/timer.hpp"
+#include "io/checkpoint.hpp"
+#include "io/result_writer.hpp"
+#include "io/token_dataset.hpp"
+#include "model/transformer.hpp"
+#include "moe/expert_store.hpp"
+#include "runtime/memory.hpp"
+#include "runtime/progress.hpp"
+#include "runtime/report.hpp"
+
+namespace moe {
+
+namespace {
+
+// Runs `fn` on every rank; if any rank throws, every rank throws the message of the lowest
+// failing rank, so validation errors end the job cleanly instead of leaving ranks waiting.
+template <typename Fn>
+void agree(MPI_Comm comm, Fn&& fn) {
+  std::string message;
+  try {
+    fn();
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  int rank = 0;
+  MOE_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  int failed_rank = message.empty() ? INT32_MAX : rank;
+  MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed_rank, 1, MPI_INT, MPI_MIN, comm));
+  if (failed_rank == INT32_MAX) return;
+  int length = static_cast<int>(message.size());
+  MOE_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, failed_rank, comm));
+  message.resize(static_cast<std::size_t>(length));
+  MOE_MPI_CHECK(MPI_Bcast(message.data(), length, MPI_CHAR, failed_rank, comm));
+  throw CollectiveError(message);
+}
+
+}  // namespace
+
+RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* log) {
+  const double start = now_seconds();
+  PhaseTimes times;
+  auto world = make_mpi_communicator(world_comm);
+  const int rank = world->rank();
+  const int ranks = world->size();
+  if (config.threads > 0) omp_set_num_threads(static_cast<int>(config.threads));
+
+  // --- validate everything before heavy work ---
+  std::unique_ptr<CheckpointReader> ckpt;
+  std::unique_ptr<TokenDataset> tokens;
+  std::unique_ptr<Backend> backend;
+  agree(world_comm, [&] {
+    MOE_CHECK(config.parallel.tp == 1, "parallel.tp = {}: tensor slicing is not available in this build yet",
+              config.parallel.tp);
+    ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
+    tokens = std::make_unique<TokenDataset>(config.input, world_comm);
+    tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
+    backend = make_backend(config.backend);
+  });
+  const ModelConfig& model = ckpt->config();
+  times.add("validate", now_seconds() - start);
+
+  // --- load: data parallelism with every expert on every rank (expert parallelism: issue 3) ---
+  std::unique_ptr<ResidentExpertStore> experts;
+  std::unique_ptr<Transformer> transformer;
+  Workspace dispatch_ws(*backend);
+  Workspace expert_ws(*backend);
+  LocalDispatcher dispatcher(dispatch_ws);
+  {
+    ScopedPhase phase(&times, "load");
+    agree(world_comm, [&] {
+      TransformerOptions options;
+      options.gating = {config.moe.gating, config.moe.capacity_factor};
+      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, all_experts(model));
+      transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, dispatcher, expert_ws, options);
+    });
+  }
+
+  // Global batch b holds sequences [b * B, (b + 1) * B); at step s rank r runs batch s * ranks + r.
+  // Every rank takes part in every step (an idle rank writes an empty batch), as collective
+  // writes require.
+  const int64_t n = tokens->num_seqs();
+  const int64_t bsz = config.batch_size;
+  const int64_t num_batches = (n + bsz - 1) / bsz;
+  const int64_t num_steps = (num_batches + ranks - 1) / ranks;
+  int64_t max_tokens = 0;
+  int64_t max_len = 0;
+  for (int64_t b = rank; b < num_batches; b += ranks) {
+    int64_t batch_tokens = 0;
+    for (int64_t s = b * bsz; s < std::min(n, (b + 1) * bsz); ++s) {
+      batch_tokens += tokens->length(s);
+      max_len = std::max(max_len, tokens->length(s));
+    }
+    max_tokens = std::max(max_tokens, batch_tokens);
+  }
+  {
+    ScopedPhase phase(&times, "warmup");
+    transformer->reserve(std::min(bsz, n), max_tokens, max_len);
+  }
+  const std::size_t growths_after_reserve = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
+
+  ResultWriter writer(config.output, world_comm, *tokens,
+                      {ckpt->checksum(), tokens->checksum(), config.effective_yaml});
+  Progress progress(num_steps, tokens->total_tokens(), config.progress_seconds, rank == 0, log);
+  TokenBatch batch;
+  std::vector<float> logprobs(static_cast<std::size_t>(max_tokens));
+  int64_t tokens_done = 0;
+  int64_t seqs_done = 0;
+  const double loop_start = now_seconds();
+  for (int64_t step = 0; step < num_steps; ++step) {
+    const int64_t b = step * ranks + rank;
+    const int64_t first = std::min(n, b * bsz);
+    const int64_t count = b < num_batches ? std::min(bsz, n - first) : 0;
+    {
+      ScopedPhase phase(&times, "read");
+      tokens->read(first, count, batch);
+    }
+    transformer->score(batch, logprobs.data(), &times);
+    {
+      ScopedPhase phase(&times, "write");
+      writer.write_batch(batch, logprobs.data());
+    }
+    // Tokens done by the whole job: every rank's batches of this step are complete.
+    const int64_t last_seq = std::min(n, (step + 1) * ranks * bsz);
+    if (rank == 0) {
+      for (; seqs_done < last_seq; ++seqs_done) tokens_done += tokens->length(seqs_done);
+      progress.update(step + 1, tokens_done);
+    }
+  }
+  writer.close();
+  const double loop_seconds = now_seconds() - loop_start;
+  progress.finish(tokens->total_tokens());
+  const std::size_t growths = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
+
+  ReportInputs in{config, model, *world, *backend, *transformer, *experts, times};
+  in.total_seconds = now_seconds() - start;
+  in.loop_seconds = loop_seconds;
+  in.num_seqs = n;
+  in.num_tokens = tokens->total_tokens();
+  in.num_steps = num_steps;
+  in.workspace_growths_in_loop = growths - growths_after_reserve;
+  RunOutcome outcome{make_report(in)};
+  if (rank == 0 && !config.report.empty()) {
+    std::ofstream out(config.report);
+    MOE_CHECK(out.good(), "{}: cannot write the run report", config.report);
+    out << outcome.report.dump(2) << "\n";
+  }
+  return outcome;
+}
+
+}  // namespace moe

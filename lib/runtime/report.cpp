@@ -1,0 +1,87 @@
+#include "runtime/report.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include <omp.h>
+
+#include "runtime/memory.hpp"
+
+namespace moe {
+
+namespace {
+
+// Gathers instead of a float max-reduce so that byte counts stay exact.
+double max_over_ranks(Communicator& world, double value) {
+  std::vector<double> all(static_cast<std::size_t>(world.size()));
+  world.allgather(&value, sizeof(double), all.data());
+  return *std::max_element(all.begin(), all.end());
+}
+
+}  // namespace
+
+nlohmann::json make_report(const ReportInputs& in) {
+  using nlohmann::json;
+  Communicator& world = in.world;
+  json r;
+  r["moebatch_version"] = MOE_VERSION;
+  r["model"] = {{"path", in.config.model},
+                {"family", in.model.family},
+                {"parameters", in.model.parameter_count()},
+                {"layers", in.model.num_layers},
+                {"hidden_size", in.model.hidden_size},
+                {"vocab_size", in.model.vocab_size},
+                {"layer_num_experts", in.model.layer_num_experts},
+                {"top_k", in.model.top_k}};
+  r["input"] = {{"path", in.config.input}, {"sequences", in.num_seqs}, {"tokens", in.num_tokens}};
+  r["layout"] = {{"world", world.size()},
+                 {"tp", in.config.parallel.tp},
+                 {"dp", world.size() / in.config.parallel.tp},
+                 {"backend", in.backend.name()},
+                 {"threads_per_rank", omp_get_max_threads()},
+                 {"gating", gating_name(in.config.moe.gating)},
+                 {"capacity_factor", in.config.moe.capacity_factor},
+                 {"alltoall", alltoall_name(in.config.moe.alltoall)},
+                 {"batch_size", in.config.batch_size}};
+
+  const double loop = max_over_ranks(world, in.loop_seconds);
+  r["throughput"] = {{"tokens_per_second", loop > 0 ? static_cast<double>(in.num_tokens) / loop : 0.0},
+                     {"sequences_per_second", loop > 0 ? static_cast<double>(in.num_seqs) / loop : 0.0},
+                     {"loop_seconds", loop},
+                     {"total_seconds", max_over_ranks(world, in.total_seconds)},
+                     {"steps", in.num_steps}};
+  json phases = json::object();
+  for (const auto& [name, seconds] : in.times.seconds()) phases[name] = max_over_ranks(world, seconds);
+  r["phase_seconds_max_over_ranks"] = phases;
+
+  r["memory"] = {{"peak_rss_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(peak_rss_bytes()))},
+                 {"backend_peak_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.backend.peak_bytes()))},
+                 {"weight_bytes_per_rank", in.transformer.weights().bytes},
+                 {"expert_bytes_per_rank", in.experts.resident_bytes()},
+                 {"workspace_bytes", in.transformer.workspace().bytes()},
+                 {"workspace_growths_in_batch_loop", in.workspace_growths_in_loop}};
+
+  json layers = json::array();
+  for (const MoeLayerStats& s : in.transformer.moe_stats()) {
+    std::vector<double> counts(s.expert_tokens.begin(), s.expert_tokens.end());
+    world.allreduce_sum(counts.data(), counts.size());
+    double dropped = static_cast<double>(s.dropped);
+    double padded = static_cast<double>(s.padded);
+    world.allreduce_sum(&dropped, 1);
+    world.allreduce_sum(&padded, 1);
+    const double total = std::accumulate(counts.begin(), counts.end(), 0.0);
+    const double mean = counts.empty() ? 0.0 : total / static_cast<double>(counts.size());
+    const double peak = counts.empty() ? 0.0 : *std::max_element(counts.begin(), counts.end());
+    std::vector<int64_t> tokens_per_expert(counts.begin(), counts.end());
+    layers.push_back({{"layer", s.layer},
+                      {"experts", counts.size()},
+                      {"tokens_per_expert", tokens_per_expert},
+                      {"load_imbalance_max_over_mean", mean > 0 ? peak / mean : 0.0},
+                      {"dropped_rows", static_cast<int64_t>(dropped)},
+                      {"padded_rows", static_cast<int64_t>(padded)}});
+  }
+  r["moe_layers"] = layers;
+  return r;
+}
+
+}  // namespace moe
