@@ -1,0 +1,53 @@
+#include "support/h5_read.hpp"
+
+#include <hdf5.h>
+
+#include <stdexcept>
+
+namespace moe::test {
+
+Array read_array(const std::string& path, const std::string& dataset) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file < 0) throw std::runtime_error(path + ": cannot open");
+  const hid_t ds = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
+  if (ds < 0) {
+    H5Fclose(file);
+    throw std::runtime_error(path + ": no dataset " + dataset);
+  }
+  const hid_t space = H5Dget_space(ds);
+  const int rank = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  Array a;
+  std::size_t n = 1;
+  for (hsize_t d : dims) {
+    a.shape.push_back(static_cast<int64_t>(d));
+    n *= d;
+  }
+  a.values.resize(n);
+  H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.values.data());
+  H5Sclose(space);
+  H5Dclose(ds);
+  H5Fclose(file);
+  return a;
+}
+
+std::string read_string_attribute(const std::string& path, const std::string& name) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file < 0) throw std::runtime_error(path + ": cannot open");
+  const hid_t attr = H5Aopen(file, name.c_str(), H5P_DEFAULT);
+  std::string value;
+  if (attr >= 0) {
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    char* text = nullptr;
+    if (H5Aread(attr, type, &text) >= 0 && text) value = text;
+    H5free_memory(text);
+    H5Tclose(type);
+    H5Aclose(attr);
+  }
+  H5Fclose(file);
+  return value;
+}
+
+}  // namespace moe::test
