@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
 #include "config/run_config.hpp"
 #include "main_support.hpp"
 #include "runtime/engine.hpp"
@@ -24,7 +26,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    // A bad command line is one line and exit code 1, like every other bad input.
+    std::fprintf(stderr, "moe-score: error: %s (see moe-score --help)\n", e.what());
+    return 1;
   }
   return moe::run_main("moe-score", argc, argv, [&] {
     int rank = 0;

@@ -21,12 +21,28 @@ const std::set<std::string> kKnownKeys = {
     "parallel.ranks_per_node", "moe",   "moe.gating",       "moe.capacity_factor", "moe.alltoall",
 };
 
+// A key that groups others ("parallel", "moe") must hold a mapping (or nothing), not a value.
+bool is_section(const std::string& key) {
+  const auto it = kKnownKeys.upper_bound(key + ".");
+  return it != kKnownKeys.end() && it->rfind(key + ".", 0) == 0;
+}
+
+void check_entry(const std::string& key, const YAML::Node& value, const std::string& source);
+
 void reject_unknown_keys(const YAML::Node& node, const std::string& prefix, const std::string& source) {
+  std::set<std::string> seen;
   for (const auto& item : node) {
     const std::string key = prefix + item.first.as<std::string>();
-    MOE_CHECK(kKnownKeys.count(key), "{}: unknown key '{}'", source, key);
-    if (item.second.IsMap()) reject_unknown_keys(item.second, key + ".", source);
+    MOE_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", source, key);
+    check_entry(key, item.second, source);
   }
+}
+
+void check_entry(const std::string& key, const YAML::Node& value, const std::string& source) {
+  MOE_CHECK(kKnownKeys.count(key), "{}: unknown key '{}'", source, key);
+  MOE_CHECK(!is_section(key) || value.IsMap() || value.IsNull(), "{}: '{}' must be a mapping of its keys ({}.*)",
+            source, key, key);
+  if (value.IsMap()) reject_unknown_keys(value, key + ".", source);
 }
 
 // Applies "a.b=value": the value is parsed as YAML, so numbers stay numbers.
@@ -41,6 +57,7 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   } catch (const YAML::Exception& e) {
     fail("--set '{}': malformed value: {}", assignment, e.msg);
   }
+  check_entry(key, value, "--set '" + assignment + "'");
   std::vector<std::string> parts;
   std::stringstream ss(key);
   for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);

@@ -10,10 +10,15 @@ enum : std::size_t { in = 0, act, out };
 }
 }  // namespace
 
-MoeLayer::MoeLayer(int64_t layer, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts,
-                   Workspace& expert_ws)
-    : layer_(layer), gating_(gating), dispatcher_(dispatcher), experts_(experts), expert_ws_(expert_ws) {
-  stats_.layer = layer;
+MoeLayer::MoeLayer(int64_t layer, int64_t num_experts, GatingPolicy gating, Dispatcher& dispatcher,
+                   ExpertStore& experts, Workspace& expert_ws)
+    : layer_(layer),
+      num_experts_(num_experts),
+      gating_(gating),
+      dispatcher_(dispatcher),
+      experts_(experts),
+      expert_ws_(expert_ws) {
+  reset_stats();
 }
 
 void MoeLayer::forward(Step& step, const LayerWeights& weights, float* h) {
@@ -82,7 +87,6 @@ void MoeLayer::forward(Step& step, const LayerWeights& weights, float* h) {
       mlp_forward(step, *weights.shared, x, t, h, 1.0f);
     }
   }
-  if (stats_.expert_tokens.empty()) stats_.expert_tokens.assign(static_cast<std::size_t>(e), 0);
   for (int64_t i = 0; i < e; ++i) stats_.expert_tokens[i] += plan_.counts[i];
   stats_.dropped += plan_.dropped;
   stats_.padded += plan_.padded;

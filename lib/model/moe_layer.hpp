@@ -31,15 +31,17 @@ struct GatingPolicy {
 
 class MoeLayer {
  public:
-  MoeLayer(int64_t layer, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts, Workspace& expert_ws);
+  MoeLayer(int64_t layer, int64_t num_experts, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts, Workspace& expert_ws);
 
   // h += MoE(normed) (+ shared MLP). r: normed (slot), weights  rw: h
   void forward(Step& step, const LayerWeights& weights, float* h);
   const MoeLayerStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = MoeLayerStats{layer_, {}, 0, 0, 0}; }
+  // Counts start at zero for every expert, so ranks that never ran a batch report the same shape.
+  void reset_stats() { stats_ = MoeLayerStats{layer_, std::vector<int64_t>(static_cast<std::size_t>(num_experts_), 0), 0, 0, 0}; }
 
  private:
   int64_t layer_;
+  int64_t num_experts_;
   GatingPolicy gating_;
   Dispatcher& dispatcher_;
   ExpertStore& experts_;

@@ -14,7 +14,7 @@ Transformer::Transformer(CheckpointReader& ckpt, Backend& backend, ExpertStore& 
     : config_(ckpt.config()), backend_(backend), weights_(load_weights(ckpt, backend)), ws_(backend) {
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     moe_layers_.push_back(config_.is_moe_layer(i)
-                              ? std::make_unique<MoeLayer>(i, options.gating, dispatcher, experts, expert_ws)
+                              ? std::make_unique<MoeLayer>(i, config_.num_experts(i), options.gating, dispatcher, experts, expert_ws)
                               : nullptr);
   }
 }

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "backend/backend.hpp"
@@ -44,6 +45,26 @@ void agree(MPI_Comm comm, Fn&& fn) {
   throw CollectiveError(message);
 }
 
+// The results and the report are written only after the work: check now that they can be, and
+// that the results would not overwrite an input.
+void check_output_paths(const RunConfig& config) {
+  namespace fs = std::filesystem;
+  for (const std::string* path : {&config.output, &config.report}) {
+    if (path->empty()) continue;
+    MOE_CHECK(!fs::is_directory(*path), "{}: is a folder, not a file", *path);
+    const fs::path folder = fs::absolute(*path).parent_path();
+    MOE_CHECK(fs::is_directory(folder), "{}: the folder '{}' does not exist", *path, folder.string());
+    for (const std::string* input : {&config.model, &config.input}) {
+      std::error_code ec;
+      MOE_CHECK(!fs::equivalent(*path, *input, ec), "{}: is also an input ('{}'): it would be overwritten", *path,
+                *input);
+    }
+  }
+  std::error_code ec;
+  MOE_CHECK(config.report.empty() || !fs::equivalent(config.report, config.output, ec),
+            "{}: the run report and the results are the same file", config.report);
+}
+
 }  // namespace
 
 RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* log) {
@@ -61,6 +82,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   agree(world_comm, [&] {
     MOE_CHECK(config.parallel.tp == 1, "parallel.tp = {}: tensor slicing is not available in this build yet",
               config.parallel.tp);
+    check_output_paths(config);
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
@@ -108,8 +130,11 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   }
   const std::size_t growths_after_reserve = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
 
-  ResultWriter writer(config.output, world_comm, *tokens,
-                      {ckpt->checksum(), tokens->checksum(), config.effective_yaml});
+  std::unique_ptr<ResultWriter> writer;
+  agree(world_comm, [&] {
+    writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens,
+                                            ResultAttributes{ckpt->checksum(), tokens->checksum(), config.effective_yaml});
+  });
   Progress progress(num_steps, tokens->total_tokens(), config.progress_seconds, rank == 0, log);
   TokenBatch batch;
   std::vector<float> logprobs(static_cast<std::size_t>(max_tokens));
@@ -127,7 +152,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     transformer->score(batch, logprobs.data(), &times);
     {
       ScopedPhase phase(&times, "write");
-      writer.write_batch(batch, logprobs.data());
+      writer->write_batch(batch, logprobs.data());
     }
     // Tokens done by the whole job: every rank's batches of this step are complete.
     const int64_t last_seq = std::min(n, (step + 1) * ranks * bsz);
@@ -136,7 +161,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
       progress.update(step + 1, tokens_done);
     }
   }
-  writer.close();
+  writer->close();
   const double loop_seconds = now_seconds() - loop_start;
   progress.finish(tokens->total_tokens());
   const std::size_t growths = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
@@ -149,11 +174,13 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   in.num_steps = num_steps;
   in.workspace_growths_in_loop = growths - growths_after_reserve;
   RunOutcome outcome{make_report(in)};
-  if (rank == 0 && !config.report.empty()) {
+  // Written by rank 0; agreed on so that a failure ends every rank together.
+  agree(world_comm, [&] {
+    if (rank != 0 || config.report.empty()) return;
     std::ofstream out(config.report);
     MOE_CHECK(out.good(), "{}: cannot write the run report", config.report);
     out << outcome.report.dump(2) << "\n";
-  }
+  });
   return outcome;
 }
 

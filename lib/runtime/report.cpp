@@ -5,6 +5,7 @@
 
 #include <omp.h>
 
+#include "core/error.hpp"
 #include "runtime/memory.hpp"
 
 namespace moe {
@@ -17,6 +18,13 @@ double max_over_ranks(Communicator& world, double value) {
   world.allgather(&value, sizeof(double), all.data());
   return *std::max_element(all.begin(), all.end());
 }
+
+// Every phase the code times, in pipeline order. Ranks reduce over this fixed list, not over the
+// phases each happened to record: a rank that ran no batch still takes part in every reduction.
+const char* const kPhases[] = {"validate",      "load",           "warmup",        "read",         "embed",
+                               "norm",          "attention.qkv",  "attention.core", "attention.out", "dense_mlp",
+                               "moe.router",    "moe.dispatch",   "moe.experts",   "moe.combine",  "moe.shared",
+                               "lm_head",       "write"};
 
 }  // namespace
 
@@ -50,8 +58,16 @@ nlohmann::json make_report(const ReportInputs& in) {
                      {"loop_seconds", loop},
                      {"total_seconds", max_over_ranks(world, in.total_seconds)},
                      {"steps", in.num_steps}};
+  for (const auto& [name, seconds] : in.times.seconds())
+    MOE_CHECK(std::find_if(std::begin(kPhases), std::end(kPhases), [&](const char* p) { return name == p; }) !=
+                  std::end(kPhases),
+              "run report: phase '{}' is not in the report's phase list", name);
   json phases = json::object();
-  for (const auto& [name, seconds] : in.times.seconds()) phases[name] = max_over_ranks(world, seconds);
+  for (const char* name : kPhases) {
+    const auto it = in.times.seconds().find(name);
+    const double seconds = max_over_ranks(world, it == in.times.seconds().end() ? 0.0 : it->second);
+    if (seconds > 0) phases[name] = seconds;
+  }
   r["phase_seconds_max_over_ranks"] = phases;
 
   r["memory"] = {{"peak_rss_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(peak_rss_bytes()))},

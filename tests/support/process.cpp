@@ -28,7 +28,7 @@ std::string program(const std::string& name) { return std::string(MOE_TEST_BIN_D
 std::string input_file(const std::string& relative) { return std::string(MOE_TEST_INPUTS_DIR) + "/" + relative; }
 
 std::string mpirun(int ranks) {
-  return "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
+  return "env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
          std::to_string(ranks) + " ";
 }
 

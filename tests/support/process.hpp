@@ -17,7 +17,8 @@ CommandResult run_command(const std::string& command);
 std::string program(const std::string& name);
 // Absolute path under the source tree's inputs/.
 std::string input_file(const std::string& relative);
-// `mpirun` with what it needs here (root, more ranks than cores) for `ranks` ranks.
+// `env ... mpirun` with what it needs here (root, more ranks than cores) for `ranks` ranks; it may
+// be prefixed, e.g. with `timeout 60 `.
 std::string mpirun(int ranks);
 
 // A new empty folder under the system temp dir, removed when the object goes away.
