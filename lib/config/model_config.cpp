@@ -186,8 +186,10 @@ ModelConfig ModelConfig::from_attributes(const AttrMap& attrs, const std::string
 ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& source) {
   MOE_CHECK(node.IsMap(), "{}: a model spec must be a YAML mapping", source);
   AttrMap attrs{{"format", std::string(kFormat)}, {"format_version", kFormatVersion}};
+  std::set<std::string> seen;
   for (const auto& item : node) {
     const std::string key = item.first.as<std::string>();
+    MOE_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", source, key);
     attrs[key] = yaml_to_attr(item.second, key, source);
   }
   // Shorthand for the layer layout: MoE every `moe_every`-th layer after `first_dense` dense ones.
@@ -208,6 +210,7 @@ ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& so
     MOE_CHECK(layers_it != attrs.end() && std::holds_alternative<int64_t>(layers_it->second),
               "{}: missing integer 'num_layers'", source);
     MOE_CHECK(every > 0, "{}: 'moe_every' must be positive, got {}", source, every);
+    MOE_CHECK(first_dense >= 0, "{}: 'first_dense' must be >= 0, got {}", source, first_dense);
     std::vector<int64_t> layout;
     for (int64_t i = 0; i < std::get<int64_t>(layers_it->second); ++i)
       layout.push_back(i >= first_dense && (i - first_dense + 1) % every == 0 ? experts : 0);

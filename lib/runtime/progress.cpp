@@ -21,6 +21,7 @@ Progress::Progress(int64_t total_steps, int64_t total_tokens, double interval_se
 void Progress::update(int64_t steps_done, int64_t tokens_done) {
   if (!enabled_) return;
   const double now = now_seconds();
+  if (tty_ && steps_done == total_steps_) return;  // finish() draws the completed bar once
   if (now - last_ < (tty_ ? 0.2 : interval_)) return;
   last_ = now;
   print(steps_done, tokens_done, now, false);

@@ -243,6 +243,22 @@ TEST(ModelConfig, MissingVocabSizeIsNamed) {
   EXPECT_THAT(msg, HasSubstr("missing attribute 'vocab_size'"));
 }
 
+// A negative first_dense would shift the MoE layers (with moe_every 2 and first_dense -1 the MoE
+// layers become 0, 2, ... instead of 1, 3, ...) without a word.
+TEST(ModelConfig, ShorthandFirstDenseMustNotBeNegative) {
+  const std::string msg = error_of(std::string(kBase) + "num_experts: 4\nmoe_every: 2\nfirst_dense: -1\n");
+  EXPECT_THAT(msg, HasSubstr("spec.yaml"));
+  EXPECT_THAT(msg, HasSubstr("'first_dense'"));
+}
+
+// yaml-cpp accepts a repeated key; from_yaml keeps the last value, so a spec that says top_k twice
+// is ambiguous and must be rejected, as the run file does ("key '...' appears twice").
+TEST(ModelConfig, RepeatedKeyIsRejected) {
+  const std::string msg = error_of(std::string(kBase) + "num_experts: 4\ntop_k: 4\n");
+  EXPECT_THAT(msg, HasSubstr("spec.yaml"));
+  EXPECT_THAT(msg, HasSubstr("'top_k'"));
+}
+
 TEST(ModelConfig, OtherInvalidValuesAreNamed) {
   const std::string base = std::string(kBase) + "num_experts: 4\n";
   EXPECT_THAT(error_of(base + "shared_gate: sigmoid\n"), HasSubstr("'shared_gate'"));

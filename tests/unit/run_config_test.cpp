@@ -155,6 +155,37 @@ TEST(RunConfig, UnknownOverrideKeyIsNamed) {
   EXPECT_THAT(msg, HasSubstr("unknown key 'bogus'"));
 }
 
+TEST(RunConfig, OverrideWithAMappingIsCheckedKeyByKey) {
+  const RunConfig c = parse(kMinimal, {"moe={gating: static, alltoall: flat}"});
+  EXPECT_EQ(c.moe.gating, GatingKind::static_capacity);
+  EXPECT_EQ(c.moe.alltoall, AllToAllKind::flat);
+  EXPECT_THAT(error_of(kMinimal, {"moe={gating: static, gate: 1}"}), HasSubstr("unknown key 'moe.gate'"));
+}
+
+// A section key given a plain value would otherwise be ignored silently (its keys keep their
+// defaults), so it is an error.
+TEST(RunConfig, SectionGivenAValueIsRejected) {
+  std::string msg = error_of(std::string(kMinimal) + "moe: static\n");
+  EXPECT_THAT(msg, HasSubstr("run.yaml"));
+  EXPECT_THAT(msg, HasSubstr("'moe' must be a mapping"));
+  EXPECT_THAT(error_of(std::string(kMinimal) + "parallel: 2\n"), HasSubstr("'parallel' must be a mapping"));
+  EXPECT_THAT(error_of(kMinimal, {"parallel=2"}), HasSubstr("'parallel' must be a mapping"));
+  // An empty section is fine: its keys take their defaults.
+  const RunConfig c = parse(std::string(kMinimal) + "moe:\nparallel:\n");
+  EXPECT_EQ(c.moe.gating, GatingKind::dynamic);
+  EXPECT_EQ(c.parallel.tp, 1);
+  EXPECT_EQ(parse(std::string(kMinimal) + "moe:\n", {"moe.gating=static"}).moe.gating, GatingKind::static_capacity);
+}
+
+// yaml-cpp accepts a repeated key and keeps one of the values; a run file must not be ambiguous.
+TEST(RunConfig, RepeatedKeysAreRejected) {
+  std::string msg = error_of(std::string(kMinimal) + "batch_size: 4\nbatch_size: 16\n");
+  EXPECT_THAT(msg, HasSubstr("run.yaml"));
+  EXPECT_THAT(msg, HasSubstr("'batch_size' appears twice"));
+  msg = error_of(std::string(kMinimal) + "moe:\n  gating: static\n  gating: dynamic\n");
+  EXPECT_THAT(msg, HasSubstr("'moe.gating' appears twice"));
+}
+
 TEST(RunConfig, OverrideWithoutEqualsSignIsRejected) {
   EXPECT_THAT(error_of(kMinimal, {"batch_size"}), HasSubstr("expected key=value"));
   EXPECT_THAT(error_of(kMinimal, {"=4"}), HasSubstr("expected key=value"));

@@ -19,6 +19,7 @@ namespace moe {
 namespace {
 
 constexpr std::size_t kAlignment = 64;
+constexpr int64_t kAttentionTile = 128;  // queries per attention block
 
 const float* f32_row(const WeightView& w, int64_t row) { return static_cast<const float*>(w.data) + row * w.stride; }
 const uint16_t* bf16_row(const WeightView& w, int64_t row) {
@@ -157,51 +158,52 @@ void CpuBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, f
 }
 
 std::size_t CpuBackend::attention_scratch_bytes(int64_t max_len) const {
-  return sizeof(float) * static_cast<std::size_t>(omp_get_max_threads()) * static_cast<std::size_t>(max_len);
+  return sizeof(float) * static_cast<std::size_t>(kAttentionTile) * static_cast<std::size_t>(max_len);
 }
 
+// Per (sequence, head, tile of kAttentionTile queries): scores = Q_tile K^T over the keys the tile
+// can see (one sgemm), causal mask + softmax per row (OpenMP), out = P V (one sgemm). The
+// masked upper triangle of the diagonal block is computed and discarded: GEMM throughput beats
+// exact causal loops by far at these sizes. Scratch: one [tile, max_len] score block.
 void CpuBackend::causal_attention(const float* q, const float* k, const float* v, float* out,
-                                  const int64_t* seq_offsets, int64_t num_seqs, int64_t max_len, int64_t heads,
+                                  const int64_t* seq_offsets, int64_t num_seqs, int64_t /*max_len*/, int64_t heads,
                                   int64_t kv_heads, int64_t head_dim, void* scratch) {
   const int64_t group = heads / kv_heads;
-  const int64_t q_stride = heads * head_dim;
-  const int64_t kv_stride = kv_heads * head_dim;
+  const auto q_stride = static_cast<int>(heads * head_dim);
+  const auto kv_stride = static_cast<int>(kv_heads * head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  // One task per (sequence, head, query row): rows of long sequences cost more, so schedule dynamic.
-#pragma omp parallel
-  {
-    float* scores = static_cast<float*>(scratch) + static_cast<int64_t>(omp_get_thread_num()) * max_len;
-#pragma omp for collapse(2) schedule(dynamic, 16)
-    for (int64_t s = 0; s < num_seqs; ++s) {
-      for (int64_t hq = 0; hq < heads * max_len; ++hq) {
-        const int64_t h = hq / max_len;
-        const int64_t t = hq % max_len;
-        const int64_t begin = seq_offsets[s];
-        if (t >= seq_offsets[s + 1] - begin) continue;
-        const float* qi = q + (begin + t) * q_stride + h * head_dim;
-        const int64_t kvh = h / group;
-        float max_score = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j <= t; ++j) {
-          const float* kj = k + (begin + j) * kv_stride + kvh * head_dim;
-          float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t c = 0; c < head_dim; ++c) dot += qi[c] * kj[c];
-          scores[j] = dot * scale;
-          max_score = std::max(max_score, scores[j]);
+  auto* scores = static_cast<float*>(scratch);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t begin = seq_offsets[s];
+    const int64_t len = seq_offsets[s + 1] - begin;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* kh = k + begin * kv_stride + (h / group) * head_dim;
+      const float* vh = v + begin * kv_stride + (h / group) * head_dim;
+      for (int64_t t0 = 0; t0 < len; t0 += kAttentionTile) {
+        const int64_t rows = std::min(kAttentionTile, len - t0);
+        const int64_t keys = t0 + rows;  // the last query of the tile sees keys [0, keys)
+        const float* qt = q + (begin + t0) * q_stride + h * head_dim;
+        float* ot = out + (begin + t0) * q_stride + h * head_dim;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys),
+                    static_cast<int>(head_dim), scale, qt, q_stride, kh, kv_stride, 0.0f, scores,
+                    static_cast<int>(keys));
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < rows; ++i) {
+          float* row = scores + i * keys;
+          const int64_t visible = t0 + i + 1;
+          float max_score = row[0];
+          for (int64_t j = 1; j < visible; ++j) max_score = std::max(max_score, row[j]);
+          float total = 0.0f;
+          for (int64_t j = 0; j < visible; ++j) {
+            row[j] = std::exp(row[j] - max_score);
+            total += row[j];
+          }
+          const float inv = 1.0f / total;
+          for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+          for (int64_t j = visible; j < keys; ++j) row[j] = 0.0f;
         }
-        float total = 0.0f;
-        for (int64_t j = 0; j <= t; ++j) {
-          scores[j] = std::exp(scores[j] - max_score);
-          total += scores[j];
-        }
-        float* oi = out + (begin + t) * q_stride + h * head_dim;
-        std::fill(oi, oi + head_dim, 0.0f);
-        for (int64_t j = 0; j <= t; ++j) {
-          const float p = scores[j] / total;
-          const float* vj = v + (begin + j) * kv_stride + kvh * head_dim;
-#pragma omp simd
-          for (int64_t c = 0; c < head_dim; ++c) oi[c] += p * vj[c];
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(head_dim),
+                    static_cast<int>(keys), 1.0f, scores, static_cast<int>(keys), vh, kv_stride, 0.0f, ot, q_stride);
       }
     }
   }
@@ -281,8 +283,9 @@ void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& 
         const float* li = logits + i * cols;
         float mx = li[0];
         for (int64_t j = 1; j < cols; ++j) mx = std::max(mx, li[j]);
+        // exp in fp32 (every term is <= 1), summed in fp64 so long vocabularies lose nothing.
         double sum = 0.0;
-        for (int64_t j = 0; j < cols; ++j) sum += std::exp(static_cast<double>(li[j] - mx));
+        for (int64_t j = 0; j < cols; ++j) sum += std::exp(li[j] - mx);
         const double tile_lse = mx + std::log(sum);
         double& acc = lse[r0 + i];
         const double hi = std::max(acc, tile_lse);
