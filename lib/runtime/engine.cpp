@@ -46,23 +46,26 @@ void agree(MPI_Comm comm, Fn&& fn) {
 }
 
 // The results and the report are written only after the work: check now that they can be, and
-// that the results would not overwrite an input.
+// that neither would overwrite an input or the other.
 void check_output_paths(const RunConfig& config) {
   namespace fs = std::filesystem;
-  for (const std::string* path : {&config.output, &config.report}) {
+  const std::pair<const char*, const std::string*> outputs[] = {{"output", &config.output}, {"report", &config.report}};
+  const std::pair<const char*, const std::string*> others[] = {
+      {"model", &config.model}, {"input", &config.input}, {"output", &config.output}};
+  for (const auto& [key, path] : outputs) {
     if (path->empty()) continue;
-    MOE_CHECK(!fs::is_directory(*path), "{}: is a folder, not a file", *path);
+    MOE_CHECK(!fs::is_directory(*path), "{}: '{}' is a folder, not a file", *path, key);
     const fs::path folder = fs::absolute(*path).parent_path();
-    MOE_CHECK(fs::is_directory(folder), "{}: the folder '{}' does not exist", *path, folder.string());
-    for (const std::string* input : {&config.model, &config.input}) {
-      std::error_code ec;
-      MOE_CHECK(!fs::equivalent(*path, *input, ec), "{}: is also an input ('{}'): it would be overwritten", *path,
-                *input);
+    MOE_CHECK(fs::is_directory(folder), "{}: the folder of '{}' ({}) does not exist", *path, key, folder.string());
+    for (const auto& [other_key, other] : others) {
+      if (path == other || other->empty()) continue;
+      std::error_code ec;  // equivalent() needs both files to exist; the same name is the same file
+      const bool same = fs::absolute(*path).lexically_normal() == fs::absolute(*other).lexically_normal() ||
+                        fs::equivalent(*path, *other, ec);
+      MOE_CHECK(!same, "{}: '{}' is the same file as '{}' ({}), which it would overwrite", *path, key, other_key,
+                *other);
     }
   }
-  std::error_code ec;
-  MOE_CHECK(config.report.empty() || !fs::equivalent(config.report, config.output, ec),
-            "{}: the run report and the results are the same file", config.report);
 }
 
 }  // namespace
@@ -132,8 +135,9 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
 
   std::unique_ptr<ResultWriter> writer;
   agree(world_comm, [&] {
-    writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens,
-                                            ResultAttributes{ckpt->checksum(), tokens->checksum(), config.effective_yaml});
+    writer =
+        std::make_unique<ResultWriter>(config.output, world_comm, *tokens,
+                                       ResultAttributes{ckpt->checksum(), tokens->checksum(), config.effective_yaml});
   });
   Progress progress(num_steps, tokens->total_tokens(), config.progress_seconds, rank == 0, log);
   TokenBatch batch;

@@ -3,14 +3,19 @@
 // exit (1 on one rank); under mpirun the job must end, not hang, and the line appear once.
 // Inputs start as a valid tiny model and token datasets from moe-synth; each test corrupts its
 // own copy with the plain HDF5 C API (support/h5_edit.hpp) or writes a bad run file.
+// BAD_INPUT_SHOW=1 prints each rejected run's output (to review the messages).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "support/h5_edit.hpp"
 #include "support/h5_read.hpp"
@@ -52,6 +57,7 @@ std::string rejection(const CommandResult& r, int exit_code = 1) {
   EXPECT_THAT(r.output, testing::Not(HasSubstr("Segmentation fault")));
   const std::vector<std::string> lines = error_lines(r.output);
   EXPECT_EQ(lines.size(), 1u) << "expected exactly one '" << kPrefix << "' line in:\n" << r.output;
+  if (std::getenv("BAD_INPUT_SHOW")) std::printf("%s\n", r.output.c_str());
   return lines.size() == 1 ? lines[0] : std::string();
 }
 
@@ -432,7 +438,7 @@ TEST_F(BadInput, OutputFolderMissing) {
   const std::string out = dir_.file("no-such-folder/scores.h5");
   const std::string line = rejection(score(write_run_file(dir_, model(), tokens(), out)));
   EXPECT_THAT(line, HasSubstr(out));
-  EXPECT_THAT(line, HasSubstr("does not exist"));
+  EXPECT_THAT(line, HasSubstr("the folder of 'output'"));
 }
 
 TEST_F(BadInput, OutputIsAFolder) {
@@ -440,14 +446,14 @@ TEST_F(BadInput, OutputIsAFolder) {
   std::filesystem::create_directory(out);
   const std::string line = rejection(score(write_run_file(dir_, model(), tokens(), out)));
   EXPECT_THAT(line, HasSubstr(out));
-  EXPECT_THAT(line, HasSubstr("folder"));
+  EXPECT_THAT(line, HasSubstr("'output' is a folder"));
 }
 
 TEST_F(BadInput, OutputIsTheInput) {
   const std::string t = tokens();
   const std::string line = rejection(score(write_run_file(dir_, model(), t, t)));
   EXPECT_THAT(line, HasSubstr(t));
-  EXPECT_THAT(line, HasSubstr("overwritten"));
+  EXPECT_THAT(line, HasSubstr("'output' is the same file as 'input'"));
   EXPECT_EQ(read_array(t, "tokens").shape, (std::vector<int64_t>{kNumSeqs, kWidth})) << "the input was overwritten";
 }
 
@@ -455,7 +461,7 @@ TEST_F(BadInput, OutputIsTheModel) {
   const std::string m = model();
   const std::string line = rejection(score(write_run_file(dir_, m, tokens(), m)));
   EXPECT_THAT(line, HasSubstr(m));
-  EXPECT_THAT(line, HasSubstr("overwritten"));
+  EXPECT_THAT(line, HasSubstr("'output' is the same file as 'model'"));
   EXPECT_EQ(read_array(m, "embed_tokens").shape, (std::vector<int64_t>{kVocab, 64})) << "the model was overwritten";
 }
 
@@ -464,8 +470,15 @@ TEST_F(BadInput, ReportFolderMissing) {
   const std::string run = run_file(model(), tokens(), "report: " + report + "\n");
   const std::string line = rejection(score(run));
   EXPECT_THAT(line, HasSubstr(report));
-  EXPECT_THAT(line, HasSubstr("does not exist"));
+  EXPECT_THAT(line, HasSubstr("the folder of 'report'"));
   EXPECT_FALSE(std::filesystem::exists(dir_.file("scores.h5"))) << "rejected only after the work";
+}
+
+TEST_F(BadInput, ReportIsTheOutput) {
+  const std::string run = run_file(model(), tokens(), "report: " + dir_.file("scores.h5") + "\n");
+  const std::string line = rejection(score(run));
+  EXPECT_THAT(line, HasSubstr(dir_.file("scores.h5")));
+  EXPECT_THAT(line, HasSubstr("'report' is the same file as 'output'"));
 }
 
 // --- non-finite weights ---
@@ -513,7 +526,7 @@ TEST_F(BadInput, TwoRanksOutputIsTheInput) {
   const std::string t = tokens();
   const std::string line = rejection(score_mpi(2, write_run_file(dir_, model(), t, t)), -1);
   EXPECT_THAT(line, HasSubstr(t));
-  EXPECT_THAT(line, HasSubstr("overwritten"));
+  EXPECT_THAT(line, HasSubstr("'output' is the same file as 'input'"));
 }
 
 }  // namespace

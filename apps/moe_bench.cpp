@@ -1,0 +1,143 @@
+// moe-bench: micro-benchmarks that give the machine's floor for moe-score's figures:
+// `gemm` (the backend's linear, the shape of the expert and LM-head GEMMs) and `stream`
+// (memory bandwidth, which bounds weight-streaming phases). Tables print max-over-ranks times
+// and a grep-able PERFORMANCE line, with the command line that produced them.
+#include <CLI/CLI.hpp>
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backend/backend.hpp"
+#include "core/timer.hpp"
+#include "main_support.hpp"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" int openblas_get_num_threads(void);
+
+namespace {
+
+// Median of `reps` timed runs of fn (after one warm-up).
+template <typename Fn>
+double median_seconds(int reps, Fn&& fn) {
+  fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const double start = moe::now_seconds();
+    fn();
+    t.push_back(moe::now_seconds() - start);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+double max_over_ranks(double v) {
+  MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return v;
+}
+
+void bench_gemm(const std::string& backend_name, int reps, const std::string& command) {
+  auto backend = moe::make_backend(backend_name);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) {
+    fmt::print("# {}\n# backend {}, OpenBLAS core {}, {} BLAS threads\n", command, backend->name(),
+               openblas_get_corename(), openblas_get_num_threads());
+    fmt::print("# y[M, N] = x[M, K] . W[N, K]^T, median of {} runs, time max over ranks\n", reps);
+    fmt::print("{:>6} {:>6} {:>6} {:>5} | {:>10} {:>9}\n", "M", "N", "K", "dtype", "time(us)", "GFLOP/s");
+  }
+  struct Shape {
+    int64_t m, n, k;
+  };
+  // Expert GEMMs (rows routed to one expert x 2*ffn or d), attention projections, LM-head tile.
+  const Shape shapes[] = {{128, 5632, 1024}, {1024, 5632, 1024}, {1024, 1024, 2816}, {4096, 1536, 1024},
+                          {256, 4096, 1024}, {4096, 2816, 1024}};
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  double best = 0;
+  for (const Shape& s : shapes) {
+    for (moe::DType dtype : {moe::DType::f32, moe::DType::bf16}) {
+      std::vector<float> x(static_cast<std::size_t>(s.m * s.k));
+      for (auto& v : x) v = dist(rng);
+      std::vector<std::byte> w(static_cast<std::size_t>(s.n * s.k) * moe::dtype_size(dtype));
+      for (int64_t i = 0; i < s.n * s.k; ++i) {
+        const float v = dist(rng);
+        if (dtype == moe::DType::f32) std::memcpy(w.data() + 4 * i, &v, 4);
+        else {
+          const uint16_t b = moe::float_to_bf16(v);
+          std::memcpy(w.data() + 2 * i, &b, 2);
+        }
+      }
+      moe::DeviceBuffer dx = backend->alloc(x.size() * 4), dw = backend->alloc(w.size()),
+                        dy = backend->alloc(static_cast<std::size_t>(s.m * s.n) * 4);
+      backend->copy_to_device(dx.data(), x.data(), x.size() * 4);
+      backend->copy_to_device(dw.data(), w.data(), w.size());
+      const moe::WeightView view{dw.data(), dtype, s.n, s.k, s.k};
+      const double t = max_over_ranks(median_seconds(reps, [&] {
+        backend->linear(dx.as<float>(), s.m, view, dy.as<float>(), 0.0f);
+        backend->synchronize();
+      }));
+      const double gflops = 2.0 * static_cast<double>(s.m * s.n * s.k) / t / 1e9;
+      if (dtype == moe::DType::f32) best = std::max(best, gflops);
+      if (rank == 0)
+        fmt::print("{:>6} {:>6} {:>6} {:>5} | {:>10.1f} {:>9.1f}\n", s.m, s.n, s.k, moe::dtype_name(dtype), t * 1e6,
+                   gflops);
+    }
+  }
+  if (rank == 0) fmt::print("PERFORMANCE gemm best_f32_gflops={:.1f}\n", best);
+}
+
+void bench_stream(int reps, const std::string& command) {
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  if (rank == 0) {
+    fmt::print("# {}\n# copy a[i] = b[i] (read + write bytes counted), median of {} runs, every rank at once\n",
+               command, reps);
+    fmt::print("{:>12} | {:>10} {:>12} {:>12}\n", "bytes", "time(us)", "GB/s/rank", "GB/s total");
+  }
+  double best = 0;
+  for (std::size_t bytes : {std::size_t{1} << 20, std::size_t{16} << 20, std::size_t{256} << 20}) {
+    std::vector<float> a(bytes / 4, 1.0f), b(bytes / 4, 2.0f);
+    MPI_Barrier(MPI_COMM_WORLD);
+    const double t = max_over_ranks(median_seconds(reps, [&] {
+#pragma omp parallel for schedule(static)
+      for (std::size_t i = 0; i < a.size(); ++i) a[i] = b[i];
+    }));
+    const double gbs = 2.0 * static_cast<double>(bytes) / t / 1e9;
+    best = std::max(best, gbs * ranks);
+    if (rank == 0) fmt::print("{:>12} | {:>10.1f} {:>12.2f} {:>12.2f}\n", bytes, t * 1e6, gbs, gbs * ranks);
+  }
+  if (rank == 0) fmt::print("PERFORMANCE stream best_total_gbs={:.2f}\n", best);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe-bench: micro-benchmarks (GEMM rate, memory bandwidth) that set moe-score's floor.", "moe-bench"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("moe-bench ") + MOE_VERSION);
+  std::string backend = "cpu";
+  int reps = 5;
+  auto* gemm = app.add_subcommand("gemm", "GFLOP/s of the backend's linear at moe-score's GEMM shapes");
+  gemm->add_option("--backend", backend, "cpu or cuda")->capture_default_str();
+  gemm->add_option("--reps", reps, "timed runs per shape")->capture_default_str();
+  auto* stream = app.add_subcommand("stream", "memory bandwidth of a large copy");
+  stream->add_option("--reps", reps, "timed runs per size")->capture_default_str();
+  std::string command = "moe-bench";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return moe::run_main("moe-bench", argc, argv, [&] {
+    if (*gemm) bench_gemm(backend, reps, command);
+    if (*stream) bench_stream(reps, command);
+    return 0;
+  });
+}
