@@ -1,6 +1,7 @@
 // moe-bench: micro-benchmarks that give the machine's floor for moe-score's figures:
-// `gemm` (the backend's linear, the shape of the expert and LM-head GEMMs) and `stream`
-// (memory bandwidth, which bounds weight-streaming phases). Tables print max-over-ranks times
+// `gemm` (the backend's linear, the shape of the expert and LM-head GEMMs), `stream`
+// (memory bandwidth, which bounds weight-streaming phases) and `alltoall` (the expert-parallel
+// exchange, flat against hierarchical; bench_alltoall.cpp). Tables print max-over-ranks times
 // and a grep-able PERFORMANCE line, with the command line that produced them.
 #include <CLI/CLI.hpp>
 #include <cblas.h>
@@ -13,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "backend/backend.hpp"
+#include "bench_alltoall.hpp"
 #include "core/timer.hpp"
 #include "main_support.hpp"
 
@@ -118,7 +120,8 @@ void bench_stream(int reps, const std::string& command) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe-bench: micro-benchmarks (GEMM rate, memory bandwidth) that set moe-score's floor.", "moe-bench"};
+  CLI::App app{"moe-bench: micro-benchmarks (GEMM rate, memory bandwidth, all-to-all) that set moe-score's floor.",
+               "moe-bench"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("moe-bench ") + MOE_VERSION);
   std::string backend = "cpu";
@@ -128,6 +131,13 @@ int main(int argc, char** argv) {
   gemm->add_option("--reps", reps, "timed runs per shape")->capture_default_str();
   auto* stream = app.add_subcommand("stream", "memory bandwidth of a large copy");
   stream->add_option("--reps", reps, "timed runs per size")->capture_default_str();
+  moe::AlltoallBenchOptions a2a;
+  auto* alltoall = app.add_subcommand("alltoall", "flat and hierarchical all-to-all: nccl-tests table");
+  alltoall->add_option("--ranks-per-node", a2a.ranks_per_node, "simulated ranks per node (0: from shared memory)")
+      ->capture_default_str();
+  alltoall->add_option("--min-bytes", a2a.min_bytes, "smallest size (bytes each rank sends)")->capture_default_str();
+  alltoall->add_option("--max-bytes", a2a.max_bytes, "largest size (doubling from --min-bytes)")->capture_default_str();
+  alltoall->add_option("--reps", a2a.reps, "timed runs per size and variant")->capture_default_str();
   std::string command = "moe-bench";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
   try {
@@ -138,6 +148,7 @@ int main(int argc, char** argv) {
   return moe::run_main("moe-bench", argc, argv, [&] {
     if (*gemm) bench_gemm(backend, reps, command);
     if (*stream) bench_stream(reps, command);
+    if (*alltoall) moe::bench_alltoall(a2a, command);
     return 0;
   });
 }
