@@ -249,10 +249,11 @@ void CudaBackend::rope(float* x, const int32_t* positions, int64_t m, int64_t he
   MOE_CUDA_CHECK(cuda_kernels::rope(x, positions, m, heads, head_dim, theta, stream_));
 }
 
-void CudaBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, float* out, bool accumulate) {
+void CudaBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,
+                        bool accumulate) {
   check_weight(table, "embed");
-  MOE_CUDA_CHECK(cuda_kernels::embed(ids, m, table.data, table.dtype == DType::bf16, table.cols, table.stride, out,
-                                     accumulate, stream_));
+  MOE_CUDA_CHECK(cuda_kernels::embed(ids, m, table.data, table.dtype == DType::bf16, table.rows, vocab_begin,
+                                     table.cols, table.stride, out, accumulate, stream_));
 }
 
 // --- attention ---------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ class CudaBackend final : public Backend {
   void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
                   float eps) override;
   void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) override;
-  void embed(const int32_t* ids, int64_t m, const WeightView& table, float* out, bool accumulate) override;
+  void embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,
+             bool accumulate) override;
   // 0: the attention kernel keeps its softmax state on chip (online softmax) and needs no scratch;
   // causal_attention ignores its scratch argument.
   std::size_t attention_scratch_bytes(int64_t max_len) const override;

@@ -85,8 +85,11 @@ class Backend {
   // Rotate-half RoPE in place on x[m, heads * head_dim] at positions[m].   r: positions  rw: x
   virtual void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim,
                     float theta) = 0;
-  // out[i] (+)= table[ids[i]] for i < m (accumulate adds to out).   r: ids, table  w: out
-  virtual void embed(const int32_t* ids, int64_t m, const WeightView& table, float* out, bool accumulate) = 0;
+  // Vocabulary slice lookup: the table holds token rows [vocab_begin, vocab_begin + table.rows).
+  // out[i] (+)= table[ids[i] - vocab_begin] for i < m; a token outside the slice gives zeros
+  // (adds nothing with accumulate).   r: ids, table  w: out
+  virtual void embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,
+                     bool accumulate) = 0;
 
   // --- attention ------------------------------------------------------------------------------
   // Causal attention over packed sequences: sequence s owns rows [seq_offsets[s], seq_offsets[s+1]).

@@ -18,6 +18,13 @@ MOE_HOST_DEVICE float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7
 
 MOE_HOST_DEVICE float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// The row of a vocabulary slice [vocab_begin, vocab_begin + rows) that holds token `id`, or -1
+// when another slice holds it (vocab-parallel embedding).
+MOE_HOST_DEVICE int64_t vocab_row(int32_t id, int64_t vocab_begin, int64_t rows) {
+  const int64_t r = static_cast<int64_t>(id) - vocab_begin;
+  return r >= 0 && r < rows ? r : -1;
+}
+
 // Inverse frequency of the rotate-half RoPE pair i (0 <= i < head_dim / 2), computed in double
 // as transformers does before casting, so long positions keep their precision.
 MOE_HOST_DEVICE double rope_inv_freq(int64_t i, int64_t head_dim, double theta) {

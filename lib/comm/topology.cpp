@@ -9,11 +9,11 @@ Topology::Topology(MPI_Comm comm, int ranks_per_node_option, int tp) {
   MOE_MPI_CHECK(MPI_Comm_rank(comm, &world_rank));
   MOE_MPI_CHECK(MPI_Comm_size(comm, &world_size));
   // Argument checks come before any collective, so every rank throws together.
-  MOE_CHECK(ranks_per_node_option >= 0, "ranks_per_node must be >= 0 (0: from shared memory), got {}",
+  MOE_CHECK(ranks_per_node_option >= 0, "parallel.ranks_per_node must be >= 0 (0: from shared memory), got {}",
             ranks_per_node_option);
   MOE_CHECK(ranks_per_node_option == 0 || world_size % ranks_per_node_option == 0,
-            "ranks_per_node {} does not divide the world size {}", ranks_per_node_option, world_size);
-  MOE_CHECK(tp >= 1 && world_size % tp == 0, "tp {} must be >= 1 and divide the world size {}", tp, world_size);
+            "parallel.ranks_per_node = {} does not divide the world size {}", ranks_per_node_option, world_size);
+  MOE_CHECK(tp >= 1 && world_size % tp == 0, "parallel.tp = {} must be >= 1 and divide the world size {}", tp, world_size);
 
   try {
     MOE_MPI_CHECK(MPI_Comm_dup(comm, &world_comm));

@@ -15,8 +15,8 @@ void attention_forward(Step& step, const LayerWeights& layer, float* h) {
   const ModelConfig& c = step.config;
   Backend& be = step.backend;
   const int64_t t = step.num_tokens;
-  const int64_t q_cols = c.num_heads * c.head_dim;
-  const int64_t kv_cols = c.num_kv_heads * c.head_dim;
+  const int64_t q_cols = step.heads * c.head_dim;
+  const int64_t kv_cols = step.kv_heads * c.head_dim;
   const float* x = step.ws.get<float>(slot::normed, static_cast<std::size_t>(t * c.hidden_size));
   float* q = step.ws.get<float>(slot::q, static_cast<std::size_t>(t * q_cols));
   float* k = step.ws.get<float>(slot::k, static_cast<std::size_t>(t * kv_cols));
@@ -44,19 +44,29 @@ void attention_forward(Step& step, const LayerWeights& layer, float* h) {
     }
     if (c.position == PositionKind::rope) {
       const auto theta = static_cast<float>(c.rope_theta);
-      be.rope(q, step.positions, t, c.num_heads, c.head_dim, theta);
-      be.rope(k, step.positions, t, c.num_kv_heads, c.head_dim, theta);
+      be.rope(q, step.positions, t, step.heads, c.head_dim, theta);
+      be.rope(k, step.positions, t, step.kv_heads, c.head_dim, theta);
     }
   }
   float* out = step.ws.get<float>(slot::attn_out, static_cast<std::size_t>(t * q_cols));
   {
     ScopedPhase phase(step.times, "attention.core");
     void* scratch = step.ws.get<std::byte>(slot::attn_scratch, be.attention_scratch_bytes(step.max_len));
-    be.causal_attention(q, k, v, out, step.seq_offsets, step.num_seqs, step.max_len, c.num_heads, c.num_kv_heads,
+    be.causal_attention(q, k, v, out, step.seq_offsets, step.num_seqs, step.max_len, step.heads, step.kv_heads,
                         c.head_dim, scratch);
   }
-  ScopedPhase phase(step.times, "attention.out");
-  be.linear(out, t, layer.o_proj.view, h, 1.0f);
+  if (!step.tp.active()) {
+    ScopedPhase phase(step.times, "attention.out");
+    be.linear(out, t, layer.o_proj.view, h, 1.0f);
+    return;
+  }
+  float* partial = step.ws.get<float>(slot::partial, static_cast<std::size_t>(t * c.hidden_size));
+  {
+    ScopedPhase phase(step.times, "attention.out");
+    be.linear(out, t, layer.o_proj.view, partial, 0.0f);
+  }
+  add_tp_partial(step, partial, h);
 }
+
 
 }  // namespace moe

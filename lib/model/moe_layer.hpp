@@ -22,6 +22,8 @@ struct MoeLayerStats {
   int64_t dropped = 0;
   int64_t padded = 0;
   int64_t rows_computed = 0;
+  uint64_t alltoall_messages = 0;  // payload messages this rank sent (dispatch + combine)
+  uint64_t alltoall_bytes = 0;
 };
 
 struct GatingPolicy {
@@ -34,10 +36,12 @@ class MoeLayer {
   MoeLayer(int64_t layer, int64_t num_experts, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts, Workspace& expert_ws);
 
   // h += MoE(normed) (+ shared MLP). r: normed (slot), weights  rw: h
+  // With tp > 1 (parallelism-coordinated): each tp rank routes and dispatches 1/tp of the
+  // group's tokens, and an all-gather over tp rebuilds h for all of them.
   void forward(Step& step, const LayerWeights& weights, float* h);
   const MoeLayerStats& stats() const { return stats_; }
   // Counts start at zero for every expert, so ranks that never ran a batch report the same shape.
-  void reset_stats() { stats_ = MoeLayerStats{layer_, std::vector<int64_t>(static_cast<std::size_t>(num_experts_), 0), 0, 0, 0}; }
+  void reset_stats() { stats_ = MoeLayerStats{layer_, std::vector<int64_t>(static_cast<std::size_t>(num_experts_), 0), 0, 0, 0, 0, 0}; }
 
  private:
   int64_t layer_;
@@ -52,6 +56,10 @@ class MoeLayer {
   std::vector<WeightView> in_views_;
   std::vector<WeightView> out_views_;
   MoeLayerStats stats_;
+
+  // Routes, dispatches, computes and combines tokens [0, t) of x into y.
+  void experts_forward(Step& step, const LayerWeights& weights, const float* x, int64_t t, float* y);
+  void shared_forward(Step& step, const LayerWeights& weights, const float* x, float* h);
 };
 
 }  // namespace moe

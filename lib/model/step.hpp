@@ -6,6 +6,7 @@
 #include "backend/workspace.hpp"
 #include "config/model_config.hpp"
 #include "core/timer.hpp"
+#include "model/tensor_parallel.hpp"
 
 namespace moe {
 
@@ -31,6 +32,8 @@ enum : std::size_t {
   lse,            // [T] double
   target_logit,   // [T]
   lm_scratch,     // backend-defined
+  partial,        // [T, d] a partial sum over tp ranks
+  moe_out,        // [T, d] the MoE output of the tp group's tokens (parallelism-coordinated)
   count
 };
 }  // namespace slot
@@ -40,6 +43,9 @@ struct Step {
   Workspace& ws;
   const ModelConfig& config;
   PhaseTimes* times = nullptr;
+  TensorParallel tp;
+  int64_t heads = 0;       // this tp rank's query heads
+  int64_t kv_heads = 0;    // and kv heads
   int64_t num_tokens = 0;  // T
   int64_t num_seqs = 0;    // B
   int64_t max_len = 0;
@@ -47,5 +53,14 @@ struct Step {
   const int32_t* positions = nullptr;    // backend [T]
   const int64_t* seq_offsets = nullptr;  // backend [B + 1]
 };
+
+// Sums a [T, d] partial result over the tp group and adds it to h (all tp ranks get the sum).
+// rw: partial, h
+void add_tp_partial(Step& step, float* partial, float* h);
+
+// The dense MLP (or shared expert) of a tp-sliced model: h += MLP(x) with the partial sums of
+// the column slices reduced over tp; without tp, straight into h. The compute is timed as
+// `phase`, the reduction as tp.allreduce.  r: x  rw: h
+void mlp_forward_into(Step& step, const struct MlpWeights& mlp, const float* x, float* h, const char* phase);
 
 }  // namespace moe

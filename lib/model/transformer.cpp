@@ -1,6 +1,7 @@
 #include "model/transformer.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "core/error.hpp"
@@ -11,7 +12,11 @@ namespace moe {
 
 Transformer::Transformer(CheckpointReader& ckpt, Backend& backend, ExpertStore& experts, Dispatcher& dispatcher,
                          Workspace& expert_ws, const TransformerOptions& options)
-    : config_(ckpt.config()), backend_(backend), weights_(load_weights(ckpt, backend)), ws_(backend) {
+    : config_(ckpt.config()),
+      backend_(backend),
+      tp_(options.tp),
+      weights_(load_weights(ckpt, backend, options.tp)),
+      ws_(backend) {
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     moe_layers_.push_back(config_.is_moe_layer(i)
                               ? std::make_unique<MoeLayer>(i, config_.num_experts(i), options.gating, dispatcher, experts, expert_ws)
@@ -20,8 +25,7 @@ Transformer::Transformer(CheckpointReader& ckpt, Backend& backend, ExpertStore& 
 }
 
 void Transformer::reserve(int64_t max_seqs, int64_t max_tokens, int64_t max_len) {
-  if (max_tokens == 0) return;
-  // One synthetic batch of the largest shape sizes every slot exactly as score() will use it.
+  // One synthetic batch (empty on a rank with no work: the warm-up is collective too) of the largest shape sizes every slot exactly as score() will use it.
   TokenBatch batch;
   batch.num_seqs = max_seqs;
   batch.seq_offsets.resize(static_cast<std::size_t>(max_seqs + 1));
@@ -62,9 +66,10 @@ void Transformer::upload_batch(Step& step, const TokenBatch& batch) {
 
 void Transformer::score(const TokenBatch& batch, float* token_logprobs, PhaseTimes* times) {
   const int64_t t = batch.num_tokens();
-  if (t == 0) return;
   const int64_t d = config_.hidden_size;
-  Step step{backend_, ws_, config_, times};
+  Step step{backend_, ws_, config_, times, tp_};
+  step.heads = weights_.heads;
+  step.kv_heads = weights_.kv_heads;
   step.num_tokens = t;
   step.num_seqs = batch.num_seqs;
   step.max_len = batch.max_length();
@@ -73,9 +78,17 @@ void Transformer::score(const TokenBatch& batch, float* token_logprobs, PhaseTim
   {
     ScopedPhase phase(times, "embed");
     upload_batch(step, batch);
-    backend_.embed(step.token_ids, t, weights_.embed_tokens.view, h, false);
-    if (config_.position == PositionKind::learned)
-      backend_.embed(step.positions, t, weights_.embed_positions.view, h, true);
+    backend_.embed(step.token_ids, t, weights_.embed_tokens.view, weights_.vocab_begin, h, false);
+  }
+  if (tp_.active()) {
+    // Each tp rank looked up the tokens of its vocabulary slice (zeros for the rest).
+    ScopedPhase phase(times, "tp.allreduce");
+    backend_.synchronize();
+    tp_.comm->allreduce_sum(h, static_cast<std::size_t>(t * d));
+  }
+  if (config_.position == PositionKind::learned) {
+    ScopedPhase phase(times, "embed");
+    backend_.embed(step.positions, t, weights_.embed_positions.view, 0, h, true);
   }
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     const LayerWeights& layer = weights_.layers[static_cast<std::size_t>(i)];
@@ -91,15 +104,13 @@ void Transformer::score(const TokenBatch& batch, float* token_logprobs, PhaseTim
     if (moe_layers_[static_cast<std::size_t>(i)]) {
       moe_layers_[static_cast<std::size_t>(i)]->forward(step, layer, h);
     } else {
-      ScopedPhase phase(times, "dense_mlp");
-      mlp_forward(step, *layer.dense, normed, t, h, 1.0f);
+      mlp_forward_into(step, *layer.dense, normed, h, "dense_mlp");
     }
   }
   {
     ScopedPhase phase(times, "norm");
     apply_norm(step, weights_.final_norm, h, normed, t);
   }
-  ScopedPhase phase(times, "lm_head");
   lm_head(step, normed, batch, token_logprobs);
 }
 
@@ -109,12 +120,39 @@ void Transformer::lm_head(Step& step, const float* hidden, const TokenBatch& bat
   auto* lse = ws_.get<double>(slot::lse, static_cast<std::size_t>(t));
   auto* target_logit = ws_.get<float>(slot::target_logit, static_cast<std::size_t>(t));
   void* scratch = ws_.get<std::byte>(slot::lm_scratch, backend_.lm_head_scratch_bytes());
-  backend_.copy_to_device(targets, targets_.data(), sizeof(int32_t) * static_cast<std::size_t>(t));
-  backend_.lm_head_logsumexp(hidden, t, weights_.lm_head.view, 0, targets, lse, target_logit, scratch);
-  lse_.resize(static_cast<std::size_t>(t));
-  target_logit_.resize(static_cast<std::size_t>(t));
-  backend_.copy_to_host(lse_.data(), lse, sizeof(double) * static_cast<std::size_t>(t));
-  backend_.copy_to_host(target_logit_.data(), target_logit, sizeof(float) * static_cast<std::size_t>(t));
+  const auto n = static_cast<std::size_t>(t);
+  lse_.resize(n);
+  target_logit_.resize(n);
+  {
+    ScopedPhase phase(step.times, "lm_head");
+    backend_.copy_to_device(targets, targets_.data(), sizeof(int32_t) * n);
+    backend_.lm_head_logsumexp(hidden, t, weights_.lm_head.view, weights_.vocab_begin, targets, lse, target_logit,
+                               scratch);
+    backend_.copy_to_host(lse_.data(), lse, sizeof(double) * n);
+    backend_.copy_to_host(target_logit_.data(), target_logit, sizeof(float) * n);
+  }
+  if (tp_.active()) {
+    // Vocabulary-parallel: combine the slices' logsumexps (fp64) and take the target logit from
+    // the slice that holds the target (the others report -inf).
+    ScopedPhase phase(step.times, "tp.allgather");
+    const auto size = static_cast<std::size_t>(tp_.size);
+    lse_all_.resize(size * n);
+    target_logit_all_.resize(size * n);
+    tp_.comm->allgather(lse_.data(), sizeof(double) * n, lse_all_.data());
+    tp_.comm->allgather(target_logit_.data(), sizeof(float) * n, target_logit_all_.data());
+    for (std::size_t i = 0; i < n; ++i) {
+      double hi = -std::numeric_limits<double>::infinity();
+      float target = -std::numeric_limits<float>::infinity();
+      for (std::size_t r = 0; r < size; ++r) {
+        hi = std::max(hi, lse_all_[r * n + i]);
+        target = std::max(target, target_logit_all_[r * n + i]);
+      }
+      double sum = 0.0;
+      for (std::size_t r = 0; r < size; ++r) sum += std::exp(lse_all_[r * n + i] - hi);
+      lse_[i] = hi + std::log(sum);
+      target_logit_[i] = target;
+    }
+  }
   for (int64_t s = 0; s < batch.num_seqs; ++s) {
     const int64_t begin = batch.seq_offsets[s];
     const int64_t end = batch.seq_offsets[s + 1];

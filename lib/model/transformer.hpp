@@ -13,6 +13,7 @@ namespace moe {
 
 struct TransformerOptions {
   GatingPolicy gating;
+  TensorParallel tp;  // the tp group this rank slices the dense weights with
 };
 
 class Transformer {
@@ -27,6 +28,8 @@ class Transformer {
 
   // token_logprobs[i] = log p(ids[i] | the earlier ids of its sequence); NaN for each
   // sequence's first token. token_logprobs has batch.num_tokens() entries (host).
+  // Collective over the tp group and, in MoE layers, over every rank holding experts: every rank
+  // calls it once per step, with an empty batch when its group has no sequences.
   void score(const TokenBatch& batch, float* token_logprobs, PhaseTimes* times);
 
   const ModelConfig& config() const { return config_; }
@@ -41,6 +44,7 @@ class Transformer {
 
   ModelConfig config_;
   Backend& backend_;
+  TensorParallel tp_;
   ModelWeights weights_;
   Workspace ws_;
   std::vector<std::unique_ptr<MoeLayer>> moe_layers_;  // null for dense layers
@@ -49,6 +53,8 @@ class Transformer {
   std::vector<int32_t> targets_;
   std::vector<double> lse_;
   std::vector<float> target_logit_;
+  std::vector<double> lse_all_;           // [tp, T] every vocabulary slice's logsumexp
+  std::vector<float> target_logit_all_;  // [tp, T]
 };
 
 }  // namespace moe

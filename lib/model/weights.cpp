@@ -9,18 +9,20 @@ namespace moe {
 
 namespace {
 
-// Stacks tensors of the same dtype and column count along their rows.
+// Stacks 2-D tensors of the same dtype and column count along their rows, or concatenates 1-D
+// tensors (of any lengths).
 HostTensor stack_rows(const std::vector<const HostTensor*>& parts, const std::string& what) {
   HostTensor out;
   out.dtype = parts.front()->dtype;
-  const int64_t cols = parts.front()->shape.back();
+  const bool vectors = parts.front()->shape.size() == 1;
+  const int64_t cols = vectors ? 1 : parts.front()->shape.back();
   int64_t rows = 0;
   for (const HostTensor* p : parts) {
     MOE_CHECK(p->dtype == out.dtype, "{}: its tensors mix f32 and bf16", what);
     rows += p->numel() / cols;
     out.bytes.insert(out.bytes.end(), p->bytes.begin(), p->bytes.end());
   }
-  out.shape = {rows, cols};
+  out.shape = vectors ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, cols};
   return out;
 }
 
@@ -39,6 +41,12 @@ Norm load_norm(CheckpointReader& ckpt, Backend& backend, const std::string& pref
   return n;
 }
 
+// Rows [begin, end) of a 2-D tensor of `shape`.
+HostTensor read_rows(CheckpointReader& ckpt, const std::string& name, const std::vector<int64_t>& shape, int64_t begin,
+                     int64_t end) {
+  return ckpt.read(name, shape, {begin, 0}, {end - begin, shape[1]});
+}
+
 }  // namespace
 
 Matrix upload_matrix(Backend& backend, const HostTensor& t) {
@@ -53,55 +61,75 @@ Matrix upload_matrix(Backend& backend, const HostTensor& t) {
   return m;
 }
 
-MlpWeights load_mlp(CheckpointReader& ckpt, Backend& backend, const std::string& prefix, int64_t ffn) {
+MlpWeights load_mlp(CheckpointReader& ckpt, Backend& backend, const std::string& prefix, int64_t ffn,
+                    const TensorParallel& tp) {
   const ModelConfig& c = ckpt.config();
   const int64_t d = c.hidden_size;
+  MOE_CHECK(ffn >= tp.size, "{}: {} columns cannot be sliced over tp = {} ranks", prefix, ffn, tp.size);
+  const auto [f0, f1] = slice_range(ffn, tp.rank, tp.size);
   MlpWeights mlp;
-  mlp.ffn = ffn;
-  const HostTensor up = ckpt.read(prefix + "/up_proj", {ffn, d});
+  mlp.ffn = f1 - f0;
+  const HostTensor up = read_rows(ckpt, prefix + "/up_proj", {ffn, d}, f0, f1);
   if (c.activation == ActivationKind::swiglu) {
-    const HostTensor gate = ckpt.read(prefix + "/gate_proj", {ffn, d});
+    const HostTensor gate = read_rows(ckpt, prefix + "/gate_proj", {ffn, d}, f0, f1);
     mlp.in = upload_matrix(backend, stack_rows({&gate, &up}, prefix));
   } else {
     mlp.in = upload_matrix(backend, up);
   }
-  mlp.out = upload_matrix(backend, ckpt.read(prefix + "/down_proj", {d, ffn}));
+  mlp.out = upload_matrix(backend, ckpt.read(prefix + "/down_proj", {d, ffn}, {0, f0}, {d, f1 - f0}));
   return mlp;
 }
 
-ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend) {
+ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const TensorParallel& tp) {
   const ModelConfig& c = ckpt.config();
   const int64_t d = c.hidden_size;
   const std::size_t before = backend.bytes_in_use();
   ModelWeights w;
-  w.embed_tokens = upload_matrix(backend, ckpt.read("embed_tokens", {c.vocab_size, d}));
+  // Query heads split evenly; each rank keeps the kv heads its query heads read: a slice of them
+  // when tp divides KV, else (tp a multiple of KV) the one kv head of its query group.
+  MOE_CHECK(c.num_heads % tp.size == 0, "parallel.tp = {} does not divide num_heads = {}", tp.size, c.num_heads);
+  MOE_CHECK(c.num_kv_heads % tp.size == 0 || tp.size % c.num_kv_heads == 0,
+            "parallel.tp = {}: num_kv_heads = {} must divide it or be a multiple of it", tp.size, c.num_kv_heads);
+  MOE_CHECK(c.vocab_size >= tp.size, "parallel.tp = {} exceeds vocab_size = {}", tp.size, c.vocab_size);
+  const auto [h0, h1] = slice_range(c.num_heads, tp.rank, tp.size);
+  const auto [kv0, kv1] = c.num_kv_heads % tp.size == 0
+                              ? slice_range(c.num_kv_heads, tp.rank, tp.size)
+                              : std::pair<int64_t, int64_t>{h0 / (c.num_heads / c.num_kv_heads),
+                                                            h0 / (c.num_heads / c.num_kv_heads) + 1};
+  w.heads = h1 - h0;
+  w.kv_heads = kv1 - kv0;
+  const auto [v0, v1] = slice_range(c.vocab_size, tp.rank, tp.size);
+  w.vocab_begin = v0;
+  w.vocab_rows = v1 - v0;
+  w.embed_tokens = upload_matrix(backend, read_rows(ckpt, "embed_tokens", {c.vocab_size, d}, v0, v1));
   if (c.position == PositionKind::learned)
     w.embed_positions = upload_matrix(backend, ckpt.read("embed_positions", {c.max_positions, d}));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "layers/" + std::to_string(i);
     LayerWeights& l = w.layers.emplace_back();
     l.attn_norm = load_norm(ckpt, backend, p + "/attn_norm");
-    const int64_t q_rows = c.num_heads * c.head_dim;
-    const int64_t kv_rows = c.num_kv_heads * c.head_dim;
-    const HostTensor q = ckpt.read(p + "/attn/q_proj", {q_rows, d});
-    const HostTensor k = ckpt.read(p + "/attn/k_proj", {kv_rows, d});
-    const HostTensor v = ckpt.read(p + "/attn/v_proj", {kv_rows, d});
+    const int64_t hd = c.head_dim;
+    const int64_t q_rows = c.num_heads * hd;
+    const int64_t kv_rows = c.num_kv_heads * hd;
+    const HostTensor q = read_rows(ckpt, p + "/attn/q_proj", {q_rows, d}, h0 * hd, h1 * hd);
+    const HostTensor k = read_rows(ckpt, p + "/attn/k_proj", {kv_rows, d}, kv0 * hd, kv1 * hd);
+    const HostTensor v = read_rows(ckpt, p + "/attn/v_proj", {kv_rows, d}, kv0 * hd, kv1 * hd);
     l.qkv = upload_matrix(backend, stack_rows({&q, &k, &v}, p + "/attn"));
     if (c.qkv_bias) {
-      const HostTensor qb = ckpt.read(p + "/attn/q_bias", {q_rows});
-      const HostTensor kb = ckpt.read(p + "/attn/k_bias", {kv_rows});
-      const HostTensor vb = ckpt.read(p + "/attn/v_bias", {kv_rows});
+      const HostTensor qb = ckpt.read(p + "/attn/q_bias", {q_rows}, {h0 * hd}, {(h1 - h0) * hd});
+      const HostTensor kb = ckpt.read(p + "/attn/k_bias", {kv_rows}, {kv0 * hd}, {(kv1 - kv0) * hd});
+      const HostTensor vb = ckpt.read(p + "/attn/v_bias", {kv_rows}, {kv0 * hd}, {(kv1 - kv0) * hd});
       HostTensor all = stack_rows({&qb, &kb, &vb}, p + "/attn biases");
       l.qkv_bias = upload_f32(backend, all);
     }
-    l.o_proj = upload_matrix(backend, ckpt.read(p + "/attn/o_proj", {d, q_rows}));
+    l.o_proj = upload_matrix(backend, ckpt.read(p + "/attn/o_proj", {d, q_rows}, {0, h0 * hd}, {d, (h1 - h0) * hd}));
     l.mlp_norm = load_norm(ckpt, backend, p + "/mlp_norm");
     if (!c.is_moe_layer(i)) {
-      l.dense = load_mlp(ckpt, backend, p + "/mlp", c.dense_ffn);
+      l.dense = load_mlp(ckpt, backend, p + "/mlp", c.dense_ffn, tp);
       continue;
     }
     l.router = upload_matrix(backend, ckpt.read(p + "/moe/router", {c.num_experts(i), d}));
-    if (c.shared_ffn > 0) l.shared = load_mlp(ckpt, backend, p + "/moe/shared", c.shared_ffn);
+    if (c.shared_ffn > 0) l.shared = load_mlp(ckpt, backend, p + "/moe/shared", c.shared_ffn, tp);
     if (c.shared_gate == SharedGateKind::sigmoid)
       l.shared_gate = upload_matrix(backend, ckpt.read(p + "/moe/shared_gate", {1, d}));
   }
@@ -109,7 +137,7 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend) {
   if (c.tie_embeddings) {
     w.lm_head.view = w.embed_tokens.view;
   } else {
-    w.lm_head = upload_matrix(backend, ckpt.read("lm_head", {c.vocab_size, d}));
+    w.lm_head = upload_matrix(backend, read_rows(ckpt, "lm_head", {c.vocab_size, d}, v0, v1));
   }
   w.bytes = backend.bytes_in_use() - before;
   return w;

@@ -8,6 +8,7 @@
 #include "backend/backend.hpp"
 #include "config/model_config.hpp"
 #include "io/checkpoint.hpp"
+#include "model/tensor_parallel.hpp"
 
 namespace moe {
 
@@ -27,11 +28,12 @@ struct MlpWeights {
   int64_t ffn = 0;
 };
 
+// Shapes are this tp rank's slices: H and KV are its heads, F its MLP columns, V its vocabulary.
 struct LayerWeights {
   Norm attn_norm;
   Matrix qkv;           // [(H + 2 KV) * hd, d]
   DeviceBuffer qkv_bias;  // [(H + 2 KV) * hd] when qkv_bias
-  Matrix o_proj;        // [d, H * hd]
+  Matrix o_proj;        // [d, H * hd]: a column slice, so its output is a partial sum over tp
   Norm mlp_norm;
   std::optional<MlpWeights> dense;   // dense layers
   Matrix router;                     // MoE layers: [E, d]
@@ -46,15 +48,24 @@ struct ModelWeights {
   Norm final_norm;
   Matrix lm_head;  // [V, d]; a view of embed_tokens when tied (its buffer is then empty)
   std::size_t bytes = 0;  // backend bytes held
+  // This tp rank's slice of the heads and of the vocabulary (embedding and LM head rows).
+  int64_t heads = 0;
+  int64_t kv_heads = 0;
+  int64_t vocab_begin = 0;
+  int64_t vocab_rows = 0;
 };
 
-// Reads and uploads every non-expert tensor of the checkpoint (validated by the reader).
-ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend);
+// Reads and uploads every non-expert tensor of the checkpoint (validated by the reader), only
+// this tp rank's slices: heads (GQA-aware), MLP columns and vocabulary rows. Throws moe::Error
+// when the model cannot be sliced tp ways.
+ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const TensorParallel& tp = {});
 
 // Uploads a host tensor as a [rows, cols] matrix (a 1-row matrix for 1-D tensors).
 Matrix upload_matrix(Backend& backend, const HostTensor& t);
 
-// Reads an MLP (`prefix`/gate_proj, up_proj, down_proj) of size ffn, fusing gate and up.
-MlpWeights load_mlp(CheckpointReader& ckpt, Backend& backend, const std::string& prefix, int64_t ffn);
+// Reads this tp rank's columns of an MLP (`prefix`/gate_proj, up_proj, down_proj) of size ffn,
+// fusing gate and up.
+MlpWeights load_mlp(CheckpointReader& ckpt, Backend& backend, const std::string& prefix, int64_t ffn,
+                    const TensorParallel& tp = {});
 
 }  // namespace moe

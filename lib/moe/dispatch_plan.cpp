@@ -64,6 +64,7 @@ void DispatchPlan::build_static(const int32_t* ids, const float* weights, int64_
 }
 
 int64_t static_capacity(int64_t num_tokens, int64_t k, int64_t experts, double capacity_factor) {
+  if (num_tokens == 0) return 0;  // an empty batch (a rank without work) computes nothing
   const double rows = capacity_factor * static_cast<double>(num_tokens * k) / static_cast<double>(experts);
   return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(rows)));
 }

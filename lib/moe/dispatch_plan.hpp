@@ -25,7 +25,8 @@ struct DispatchPlan {
                     int64_t capacity);
 };
 
-// Rows each expert gets under static gating: ceil(factor * tokens * k / experts), at least 1.
+// Rows each expert gets under static gating: ceil(factor * tokens * k / experts), at least 1
+// (0 for no tokens).
 int64_t static_capacity(int64_t num_tokens, int64_t k, int64_t experts, double capacity_factor);
 
 }  // namespace moe

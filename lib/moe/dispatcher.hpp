@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/workspace.hpp"
+#include "comm/communicator.hpp"
 #include "moe/dispatch_plan.hpp"
 
 namespace moe {
@@ -19,11 +20,14 @@ class Dispatcher {
   // x [T, d] -> expert_rows [rows, d] grouped by this rank's experts; local_offsets gets
   // num_local_experts + 1 row offsets (host). Returns the number of rows.
   // r: x  w: expert_rows (from the workspace)
-  virtual int64_t dispatch(const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,
+  // Collective over every rank that holds experts of `layer` (all ranks for AllToAllDispatcher).
+  virtual int64_t dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,
                            std::vector<int64_t>& local_offsets) = 0;
-  // y[token] += weight * expert_out[row] for every row of the plan, in plan order.
-  // r: expert_out  rw: y
-  virtual void combine(const DispatchPlan& plan, const float* expert_out, int64_t d, float* y) = 0;
+  // y[token] += weight * expert_out[row] for every row of the plan (partial outputs of sliced
+  // experts add up here). r: expert_out  rw: y
+  virtual void combine(int64_t layer, const DispatchPlan& plan, const float* expert_out, int64_t d, float* y) = 0;
+  // Payload messages and bytes this rank has sent so far (dispatch and combine).
+  virtual CommStats comm_stats() const { return {}; }
 };
 
 // Every expert of the layer is on this rank: dispatch is a gather, combine a scatter-add.
@@ -31,9 +35,9 @@ class LocalDispatcher final : public Dispatcher {
  public:
   explicit LocalDispatcher(Workspace& ws) : ws_(ws) {}
   std::string name() const override { return "local"; }
-  int64_t dispatch(const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,
+  int64_t dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,
                    std::vector<int64_t>& local_offsets) override;
-  void combine(const DispatchPlan& plan, const float* expert_out, int64_t d, float* y) override;
+  void combine(int64_t layer, const DispatchPlan& plan, const float* expert_out, int64_t d, float* y) override;
 
  private:
   Workspace& ws_;

@@ -13,13 +13,12 @@ std::vector<std::pair<int64_t, int64_t>> all_experts(const ModelConfig& config) 
 }
 
 ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backend,
-                                         const std::vector<std::pair<int64_t, int64_t>>& expert_ranges) {
+                                         const std::vector<std::pair<int64_t, int64_t>>& expert_ranges,
+                                         const std::vector<std::pair<int64_t, int64_t>>& ffn_ranges) {
   const ModelConfig& c = ckpt.config();
   hidden_ = c.hidden_size;
-  ffn_ = c.expert_ffn;
-  in_rows_ = c.mlp_in_rows(ffn_);
   const int64_t d = hidden_;
-  const int64_t f = ffn_;
+  const int64_t full = c.expert_ffn;
   layers_.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
     Layer& layer = layers_[static_cast<std::size_t>(i)];
@@ -27,16 +26,21 @@ ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backen
     const auto [first, count] = expert_ranges[static_cast<std::size_t>(i)];
     MOE_CHECK(first >= 0 && count >= 0 && first + count <= c.num_experts(i),
               "layer {}: expert range [{}, {}) is outside its {} experts", i, first, first + count, c.num_experts(i));
+    const auto [f0, f1] = ffn_ranges.empty() ? std::pair<int64_t, int64_t>{0, full} : ffn_ranges[static_cast<std::size_t>(i)];
+    MOE_CHECK(0 <= f0 && f0 < f1 && f1 <= full, "layer {}: FFN slice [{}, {}) is outside its {} columns", i, f0, f1, full);
+    const int64_t f = f1 - f0;
     layer.first = first;
     layer.count = count;
+    layer.ffn = f;
+    layer.in_rows = c.mlp_in_rows(f);
     if (count == 0) continue;
     const std::string p = "layers/" + std::to_string(i) + "/moe/experts/";
     const int64_t e = c.num_experts(i);
     // Fused per expert: its gate rows, then its up rows, so that one GEMM makes both.
-    const HostTensor up = ckpt.read(p + "up_proj", {e, f, d}, {first, 0, 0}, {count, f, d});
+    const HostTensor up = ckpt.read(p + "up_proj", {e, full, d}, {first, f0, 0}, {count, f, d});
     HostTensor in;
     if (c.activation == ActivationKind::swiglu) {
-      const HostTensor gate = ckpt.read(p + "gate_proj", {e, f, d}, {first, 0, 0}, {count, f, d});
+      const HostTensor gate = ckpt.read(p + "gate_proj", {e, full, d}, {first, f0, 0}, {count, f, d});
       MOE_CHECK(gate.dtype == up.dtype, "{}: {}gate_proj and up_proj differ in dtype", ckpt.path(), p);
       in.dtype = up.dtype;
       const std::size_t block = static_cast<std::size_t>(f * d) * dtype_size(up.dtype);
@@ -48,7 +52,7 @@ ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backen
     } else {
       in = up;
     }
-    const HostTensor out = ckpt.read(p + "down_proj", {e, d, f}, {first, 0, 0}, {count, d, f});
+    const HostTensor out = ckpt.read(p + "down_proj", {e, d, full}, {first, 0, f0}, {count, d, f});
     MOE_CHECK(out.dtype == up.dtype, "{}: {}down_proj and up_proj differ in dtype", ckpt.path(), p);
     layer.dtype = up.dtype;
     layer.in = backend.alloc(in.bytes.size());
@@ -66,10 +70,10 @@ ExpertWeights ResidentExpertStore::acquire(int64_t layer_id, int64_t expert) {
   ++stats_.acquires;
   const std::size_t elem = dtype_size(layer.dtype);
   ExpertWeights w;
-  w.in = {layer.in.as<std::byte>() + local * in_rows_ * hidden_ * static_cast<int64_t>(elem), layer.dtype, in_rows_,
-          hidden_, hidden_};
-  w.out = {layer.out.as<std::byte>() + local * hidden_ * ffn_ * static_cast<int64_t>(elem), layer.dtype, hidden_, ffn_,
-           ffn_};
+  w.in = {layer.in.as<std::byte>() + local * layer.in_rows * hidden_ * static_cast<int64_t>(elem), layer.dtype,
+          layer.in_rows, hidden_, hidden_};
+  w.out = {layer.out.as<std::byte>() + local * hidden_ * layer.ffn * static_cast<int64_t>(elem), layer.dtype, hidden_,
+           layer.ffn, layer.ffn};
   return w;
 }
 

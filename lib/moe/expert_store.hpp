@@ -27,6 +27,8 @@ class ExpertStore {
   // Experts of `layer` this rank computes: global ids [first_expert, first_expert + count).
   virtual int64_t first_expert(int64_t layer) const = 0;
   virtual int64_t num_local_experts(int64_t layer) const = 0;
+  // The FFN width of this rank's experts in `layer`: expert_ffn, or its slice under expert slicing.
+  virtual int64_t local_ffn(int64_t layer) const = 0;
   // The weights of global expert `expert` of `layer`, valid until the next acquire on this layer.
   virtual ExpertWeights acquire(int64_t layer, int64_t expert) = 0;
   virtual std::size_t resident_bytes() const = 0;
@@ -36,16 +38,20 @@ class ExpertStore {
   ExpertStoreStats stats_;
 };
 
-// Reads the experts [first, first + count) of every MoE layer into backend memory at start-up.
+// Reads the experts [first, first + count) of every MoE layer into backend memory at start-up,
+// only their FFN columns [ffn_begin, ffn_end) (all of them unless experts are sliced).
 class ResidentExpertStore final : public ExpertStore {
  public:
-  // expert_range(layer) gives {first, count} of the experts this rank holds in that layer.
+  // expert_ranges[layer] = {first, count}; ffn_ranges[layer] = {ffn_begin, ffn_end}, or empty for
+  // whole experts.
   ResidentExpertStore(CheckpointReader& ckpt, Backend& backend,
-                      const std::vector<std::pair<int64_t, int64_t>>& expert_ranges);
+                      const std::vector<std::pair<int64_t, int64_t>>& expert_ranges,
+                      const std::vector<std::pair<int64_t, int64_t>>& ffn_ranges = {});
   int64_t first_expert(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].first; }
   int64_t num_local_experts(int64_t layer) const override {
     return layers_[static_cast<std::size_t>(layer)].count;
   }
+  int64_t local_ffn(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].ffn; }
   ExpertWeights acquire(int64_t layer, int64_t expert) override;
   std::size_t resident_bytes() const override { return bytes_; }
 
@@ -53,13 +59,13 @@ class ResidentExpertStore final : public ExpertStore {
   struct Layer {
     int64_t first = 0;
     int64_t count = 0;
+    int64_t ffn = 0;      // F: columns of the slice held
+    int64_t in_rows = 0;  // mlp_in_rows(F)
     DeviceBuffer in;   // [count, mlp_in_rows(F), d]
     DeviceBuffer out;  // [count, d, F]
     DType dtype = DType::f32;
   };
   std::vector<Layer> layers_;
-  int64_t in_rows_ = 0;
-  int64_t ffn_ = 0;
   int64_t hidden_ = 0;
   std::size_t bytes_ = 0;
 };

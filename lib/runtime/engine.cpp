@@ -14,7 +14,11 @@
 #include "io/result_writer.hpp"
 #include "io/token_dataset.hpp"
 #include "model/transformer.hpp"
+#include "comm/alltoall.hpp"
+#include "comm/topology.hpp"
+#include "moe/alltoall_dispatcher.hpp"
 #include "moe/expert_store.hpp"
+#include "moe/placement.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/progress.hpp"
 #include "runtime/report.hpp"
@@ -82,44 +86,60 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<CheckpointReader> ckpt;
   std::unique_ptr<TokenDataset> tokens;
   std::unique_ptr<Backend> backend;
+  std::unique_ptr<Topology> topology;
+  std::unique_ptr<ExpertPlacement> placement;
   agree(world_comm, [&] {
-    MOE_CHECK(config.parallel.tp == 1, "parallel.tp = {}: tensor slicing is not available in this build yet",
-              config.parallel.tp);
     check_output_paths(config);
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
     backend = make_backend(config.backend);
+    placement = std::make_unique<ExpertPlacement>(ckpt->config(), rank, ranks);
+  });
+  // Topology validates ranks_per_node and tp itself, on every rank alike.
+  agree(world_comm, [&] {
+    topology = std::make_unique<Topology>(world_comm, static_cast<int>(config.parallel.ranks_per_node),
+                                          static_cast<int>(config.parallel.tp));
   });
   const ModelConfig& model = ckpt->config();
   times.add("validate", now_seconds() - start);
 
-  // --- load: data parallelism with every expert on every rank (expert parallelism: issue 3) ---
+  // --- load: this rank's experts and its tensor slices of everything else ---
+  std::unique_ptr<Communicator> tp_comm = make_mpi_communicator(topology->tp_comm);
+  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology);
   std::unique_ptr<ResidentExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
   Workspace expert_ws(*backend);
-  LocalDispatcher dispatcher(dispatch_ws);
+  std::unique_ptr<Dispatcher> dispatcher;
+  if (ranks == 1)
+    dispatcher = std::make_unique<LocalDispatcher>(dispatch_ws);
+  else
+    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement);
   {
     ScopedPhase phase(&times, "load");
     agree(world_comm, [&] {
       TransformerOptions options;
       options.gating = {config.moe.gating, config.moe.capacity_factor};
-      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, all_experts(model));
-      transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, dispatcher, expert_ws, options);
+      options.tp = {topology->tp_size > 1 ? tp_comm.get() : nullptr, topology->tp_rank, topology->tp_size};
+      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, placement->local_ranges(),
+                                                      placement->ffn_ranges());
+      transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, *dispatcher, expert_ws, options);
     });
   }
 
-  // Global batch b holds sequences [b * B, (b + 1) * B); at step s rank r runs batch s * ranks + r.
-  // Every rank takes part in every step (an idle rank writes an empty batch), as collective
-  // writes require.
+  // Global batch b holds sequences [b * B, (b + 1) * B); at step s data-parallel group g runs
+  // batch s * dp + g, its tp ranks together. Every rank takes part in every step (a group without
+  // a batch runs an empty one), as the MoE all-to-alls and collective writes require.
   const int64_t n = tokens->num_seqs();
   const int64_t bsz = config.batch_size;
+  const int64_t dp = topology->dp_size;
+  const int64_t group = topology->dp_rank;
   const int64_t num_batches = (n + bsz - 1) / bsz;
-  const int64_t num_steps = (num_batches + ranks - 1) / ranks;
+  const int64_t num_steps = (num_batches + dp - 1) / dp;
   int64_t max_tokens = 0;
   int64_t max_len = 0;
-  for (int64_t b = rank; b < num_batches; b += ranks) {
+  for (int64_t b = group; b < num_batches; b += dp) {
     int64_t batch_tokens = 0;
     for (int64_t s = b * bsz; s < std::min(n, (b + 1) * bsz); ++s) {
       batch_tokens += tokens->length(s);
@@ -145,8 +165,11 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   int64_t tokens_done = 0;
   int64_t seqs_done = 0;
   const double loop_start = now_seconds();
+  const bool writes = topology->tp_rank == 0;  // one rank of each group writes its results
+  TokenBatch no_batch;
+  tokens->read(0, 0, no_batch);
   for (int64_t step = 0; step < num_steps; ++step) {
-    const int64_t b = step * ranks + rank;
+    const int64_t b = step * dp + group;
     const int64_t first = std::min(n, b * bsz);
     const int64_t count = b < num_batches ? std::min(bsz, n - first) : 0;
     {
@@ -156,10 +179,10 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     transformer->score(batch, logprobs.data(), &times);
     {
       ScopedPhase phase(&times, "write");
-      writer->write_batch(batch, logprobs.data());
+      writer->write_batch(writes ? batch : no_batch, logprobs.data());
     }
-    // Tokens done by the whole job: every rank's batches of this step are complete.
-    const int64_t last_seq = std::min(n, (step + 1) * ranks * bsz);
+    // Tokens done by the whole job: every group's batch of this step is complete.
+    const int64_t last_seq = std::min(n, (step + 1) * dp * bsz);
     if (rank == 0) {
       for (; seqs_done < last_seq; ++seqs_done) tokens_done += tokens->length(seqs_done);
       progress.update(step + 1, tokens_done);
@@ -171,6 +194,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const std::size_t growths = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
 
   ReportInputs in{config, model, *world, *backend, *transformer, *experts, times};
+  in.topology = topology.get();
   in.total_seconds = now_seconds() - start;
   in.loop_seconds = loop_seconds;
   in.num_seqs = n;

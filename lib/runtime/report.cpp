@@ -13,9 +13,14 @@ namespace moe {
 namespace {
 
 // Gathers instead of a float max-reduce so that byte counts stay exact.
-double max_over_ranks(Communicator& world, double value) {
+std::vector<double> gather(Communicator& world, double value) {
   std::vector<double> all(static_cast<std::size_t>(world.size()));
   world.allgather(&value, sizeof(double), all.data());
+  return all;
+}
+
+double max_over_ranks(Communicator& world, double value) {
+  const std::vector<double> all = gather(world, value);
   return *std::max_element(all.begin(), all.end());
 }
 
@@ -24,7 +29,7 @@ double max_over_ranks(Communicator& world, double value) {
 const char* const kPhases[] = {"validate",      "load",           "warmup",        "read",         "embed",
                                "norm",          "attention.qkv",  "attention.core", "attention.out", "dense_mlp",
                                "moe.router",    "moe.dispatch",   "moe.experts",   "moe.combine",  "moe.shared",
-                               "lm_head",       "write"};
+                               "tp.allreduce",  "tp.allgather",   "lm_head",       "write"};
 
 }  // namespace
 
@@ -45,6 +50,9 @@ nlohmann::json make_report(const ReportInputs& in) {
   r["layout"] = {{"world", world.size()},
                  {"tp", in.config.parallel.tp},
                  {"dp", world.size() / in.config.parallel.tp},
+                 {"nodes", in.topology ? in.topology->num_nodes : 1},
+                 {"ranks_per_node", in.topology ? in.topology->ranks_per_node : 1},
+                 {"simulated_nodes", in.topology ? in.topology->simulated_nodes : false},
                  {"backend", in.backend.name()},
                  {"threads_per_rank", omp_get_max_threads()},
                  {"gating", gating_name(in.config.moe.gating)},
@@ -72,8 +80,9 @@ nlohmann::json make_report(const ReportInputs& in) {
 
   r["memory"] = {{"peak_rss_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(peak_rss_bytes()))},
                  {"backend_peak_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.backend.peak_bytes()))},
-                 {"weight_bytes_per_rank", in.transformer.weights().bytes},
-                 {"expert_bytes_per_rank", in.experts.resident_bytes()},
+                 {"weight_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.transformer.weights().bytes))},
+                 {"expert_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.experts.resident_bytes()))},
+                 {"expert_bytes_per_rank", gather(world, static_cast<double>(in.experts.resident_bytes()))},
                  {"workspace_bytes", in.transformer.workspace().bytes()},
                  {"workspace_growths_in_batch_loop", in.workspace_growths_in_loop}};
 
@@ -89,12 +98,16 @@ nlohmann::json make_report(const ReportInputs& in) {
     const double mean = counts.empty() ? 0.0 : total / static_cast<double>(counts.size());
     const double peak = counts.empty() ? 0.0 : *std::max_element(counts.begin(), counts.end());
     std::vector<int64_t> tokens_per_expert(counts.begin(), counts.end());
+    const std::vector<double> messages = gather(world, static_cast<double>(s.alltoall_messages));
+    const std::vector<double> bytes = gather(world, static_cast<double>(s.alltoall_bytes));
     layers.push_back({{"layer", s.layer},
                       {"experts", counts.size()},
                       {"tokens_per_expert", tokens_per_expert},
                       {"load_imbalance_max_over_mean", mean > 0 ? peak / mean : 0.0},
                       {"dropped_rows", static_cast<int64_t>(dropped)},
-                      {"padded_rows", static_cast<int64_t>(padded)}});
+                      {"padded_rows", static_cast<int64_t>(padded)},
+                      {"alltoall_messages_per_rank", messages},
+                      {"alltoall_bytes_per_rank", bytes}});
   }
   r["moe_layers"] = layers;
   return r;

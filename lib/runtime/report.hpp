@@ -7,6 +7,7 @@
 #include "backend/backend.hpp"
 #include "comm/communicator.hpp"
 #include "config/model_config.hpp"
+#include "comm/topology.hpp"
 #include "config/run_config.hpp"
 #include "core/timer.hpp"
 #include "model/transformer.hpp"
@@ -22,6 +23,7 @@ struct ReportInputs {
   const Transformer& transformer;
   const ExpertStore& experts;
   const PhaseTimes& times;
+  const Topology* topology = nullptr;
   double total_seconds = 0;
   double loop_seconds = 0;
   int64_t num_seqs = 0;

@@ -54,9 +54,12 @@ void write_random_model(const ModelConfig& c, const std::string& path, uint64_t 
     matrix(prefix + "/up_proj", {ffn, d});
     matrix(prefix + "/down_proj", {d, ffn});
   };
-  // Embeddings are N(0, 1) per entry: rows of unit-scale vectors, as the norms expect.
-  matrix("embed_tokens", {c.vocab_size, d}, std::sqrt(static_cast<double>(d)));
-  if (c.position == PositionKind::learned) matrix("embed_positions", {c.max_positions, d}, 0.5 * std::sqrt(static_cast<double>(d)));
+  // Embeddings are N(0, 1) per entry: rows of unit-scale vectors, as the norms expect. A tied
+  // table is also the LM head, whose logits would then be O(sqrt(d)) (log-probabilities near
+  // -50, where one fp32 ulp is 4e-6): it is drawn N(0, 1/d) so logits are O(1), as in real models.
+  const double embed_scale = c.tie_embeddings ? 1.0 : std::sqrt(static_cast<double>(d));
+  matrix("embed_tokens", {c.vocab_size, d}, embed_scale);
+  if (c.position == PositionKind::learned) matrix("embed_positions", {c.max_positions, d}, 0.5 * embed_scale);
   const int64_t q_rows = c.num_heads * c.head_dim;
   const int64_t kv_rows = c.num_kv_heads * c.head_dim;
   for (int64_t i = 0; i < c.num_layers; ++i) {

@@ -286,20 +286,28 @@ TEST_F(CudaBackendTest, Embed) {
   const int64_t vocab = 50, cols = 33, stride = 40, m = 23;
   const auto table = random_floats(rng_, vocab * stride);
   const auto table_bf16 = to_bf16(table);
-  const auto ids = random_ints(rng_, m, 0, vocab - 1);
+  // A whole table sees ids it holds; a vocabulary slice starting at 7 also sees ids 0..6 and
+  // 57.., which other slices hold.
+  const auto whole_ids = random_ints(rng_, m, 0, vocab - 1);
+  const auto slice_ids = random_ints(rng_, m, 0, vocab + 15);
   DeviceArray<float> tf_dev(*gpu_, table);
   DeviceArray<uint16_t> tb_dev(*gpu_, table_bf16);
-  DeviceArray<int32_t> ids_dev(*gpu_, ids);
-  for (const DType dtype : {DType::f32, DType::bf16}) {
+  for (const int64_t vocab_begin : {int64_t{0}, int64_t{7}}) {
+    const auto& ids = vocab_begin == 0 ? whole_ids : slice_ids;
+    DeviceArray<int32_t> ids_dev(*gpu_, ids);
+    for (const DType dtype : {DType::f32, DType::bf16}) {
     for (const bool accumulate : {false, true}) {
       auto out = random_floats(rng_, m * cols);
       DeviceArray<float> out_dev(*gpu_, out);
       const void* host_table = dtype == DType::f32 ? static_cast<const void*>(table.data()) : table_bf16.data();
       const void* dev_table = dtype == DType::f32 ? static_cast<const void*>(tf_dev.get()) : tb_dev.get();
-      cpu_.embed(ids.data(), m, view(host_table, dtype, vocab, cols, stride), out.data(), accumulate);
-      gpu_->embed(ids_dev.get(), m, view(dev_table, dtype, vocab, cols, stride), out_dev.get(), accumulate);
+      cpu_.embed(ids.data(), m, view(host_table, dtype, vocab, cols, stride), vocab_begin, out.data(), accumulate);
+      gpu_->embed(ids_dev.get(), m, view(dev_table, dtype, vocab, cols, stride), vocab_begin, out_dev.get(),
+                  accumulate);
       expect_close(out, out_dev.to_host(), 0.0, 0.0,
-                   std::string("embed ") + std::string(dtype_name(dtype)) + (accumulate ? " accumulate" : ""));
+                   std::string("embed ") + std::string(dtype_name(dtype)) + (accumulate ? " accumulate" : "") +
+                       (vocab_begin > 0 ? " slice" : ""));
+    }
     }
   }
 }

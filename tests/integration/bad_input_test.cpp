@@ -522,6 +522,37 @@ TEST_F(BadInput, TwoRanksNanInWeight) {
   EXPECT_THAT(line, HasSubstr("'layers/0/moe/router'"));
 }
 
+// --- layouts the model or the world cannot take ---
+
+TEST_F(BadInput, TpDoesNotDivideWorld) {
+  const std::string line = rejection(score_mpi(2, run_file(model(), tokens(), "parallel:\n  tp: 3\n")), -1);
+  EXPECT_THAT(line, HasSubstr("tp"));
+  EXPECT_THAT(line, HasSubstr("3"));
+}
+
+TEST_F(BadInput, TpDoesNotDivideHeads) {
+  // mixtral-tiny has 4 query heads: 3 tp ranks cannot share them.
+  const std::string line = rejection(score_mpi(3, run_file(model(), tokens(), "parallel:\n  tp: 3\n")), -1);
+  EXPECT_THAT(line, HasSubstr("parallel.tp = 3"));
+  EXPECT_THAT(line, HasSubstr("num_heads = 4"));
+}
+
+TEST_F(BadInput, RanksPerNodeDoesNotDivideWorld) {
+  const std::string line =
+      rejection(score_mpi(2, run_file(model(), tokens(), "parallel:\n  ranks_per_node: 3\n")), -1);
+  EXPECT_THAT(line, HasSubstr("ranks_per_node"));
+  EXPECT_THAT(line, HasSubstr("3"));
+}
+
+TEST_F(BadInput, ExpertsCannotBeSlicedOverRanks) {
+  // 3 experts over 4 ranks: fewer experts than ranks, and 4 is not a multiple of 3.
+  const std::string m = dir_.file("three.h5");
+  synth(" model " + input_file("models/mixtral-tiny.yaml") + " " + m + " --seed 7 --set num_experts=3");
+  const std::string line = rejection(score_mpi(4, run_file(m, tokens())), -1);
+  EXPECT_THAT(line, HasSubstr("layer 0 has 3 experts"));
+  EXPECT_THAT(line, HasSubstr("4 ranks"));
+}
+
 TEST_F(BadInput, TwoRanksOutputIsTheInput) {
   const std::string t = tokens();
   const std::string line = rejection(score_mpi(2, write_run_file(dir_, model(), t, t)), -1);

@@ -352,7 +352,7 @@ Vec mlp_block(const Model& m, const std::string& prefix, std::size_t ffn, CSpan 
                    m.tensor(prefix + "/down_proj", {d, ffn}).data, ffn, x);
 }
 
-Vec moe_block(const Model& m, int layer, CSpan x, std::vector<TopK>* routing) {
+Vec moe_block(const Model& m, int layer, CSpan x, std::vector<TopK>* routing, StaticGating* gating) {
     const Config& c = m.config;
     const std::string p = layer_prefix(m, layer) + "moe/";
     const std::size_t E = sz(c.layer_num_experts[sz(layer)]);
@@ -366,13 +366,35 @@ Vec moe_block(const Model& m, int layer, CSpan x, std::vector<TopK>* routing) {
 
     Vec y(S * d, 0.0);
     if (routing) routing->clear();
+    const std::size_t K = sz(c.top_k);
+    std::size_t capacity = S * K;
+    if (gating) {
+        const double rows = gating->capacity_factor * static_cast<double>(S * K) / static_cast<double>(E);
+        capacity = std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(rows)));
+    }
+    std::vector<std::size_t> taken(E, 0);
     for (std::size_t t = 0; t < S; ++t) {
         const TopK choice =
             softmax_topk(CSpan(logits).subspan(t * E, E), sz(c.top_k), c.router_renormalize);
+        if (gating && K < E) {
+            // How close this token came to choosing differently (probabilities, pre-renorm).
+            std::vector<double> probs(logits.begin() + static_cast<std::ptrdiff_t>(t * E),
+                                      logits.begin() + static_cast<std::ptrdiff_t>((t + 1) * E));
+            const double mx = *std::max_element(probs.begin(), probs.end());
+            double total = 0.0;
+            for (double& v : probs) total += (v = std::exp(v - mx));
+            std::sort(probs.begin(), probs.end(), std::greater<>());
+            gating->min_margin = std::min(gating->min_margin, (probs[K - 1] - probs[K]) / total);
+        }
         const CSpan xt = x.subspan(t * d, d);
         Vec yt(d, 0.0);
         for (std::size_t j = 0; j < choice.ids.size(); ++j) {
             const std::size_t e = sz(choice.ids[j]);
+            if (taken[e] == capacity) {
+                ++gating->dropped;  // capacity < S * K only with gating
+                continue;
+            }
+            ++taken[e];
             const Vec out =
                 run_mlp(c, swiglu ? gate.subspan(e * F * d, F * d) : CSpan{},
                         up.subspan(e * F * d, F * d), down.subspan(e * d * F, d * F), F, xt);
@@ -425,6 +447,44 @@ std::vector<double> score_sequence(const Model& m, std::span<const std::int32_t>
     for (std::size_t t = 1; t < tokens.size(); ++t)  // position t-1 predicts token t
         lp[t] = log_softmax_at(CSpan(logits).subspan((t - 1) * V, V), sz(tokens[t]));
     return lp;
+}
+
+std::vector<std::vector<double>> score_batch_static(const Model& m,
+                                                    const std::vector<std::vector<std::int32_t>>& batch,
+                                                    StaticGating& gating) {
+    const Config& c = m.config;
+    const std::size_t V = sz(c.vocab_size);
+    std::vector<Vec> h;
+    for (const auto& seq : batch) h.push_back(embed(m, seq));
+    for (int layer = 0; layer < c.num_layers; ++layer) {
+        const std::string p = layer_prefix(m, layer);
+        Vec normed;  // every sequence's mlp-normed rows, in order
+        for (Vec& hs : h) {
+            if (hs.empty()) continue;
+            add_into(hs, attention_block(m, layer, apply_norm(m, p + "attn_norm", hs)));
+            const Vec n = apply_norm(m, p + "mlp_norm", hs);
+            normed.insert(normed.end(), n.begin(), n.end());
+        }
+        const bool dense = c.layer_num_experts[sz(layer)] == 0;
+        const Vec out = dense ? mlp_block(m, p + "mlp", sz(c.dense_ffn), normed)
+                              : (normed.empty() ? Vec{} : moe_block(m, layer, normed, nullptr, &gating));
+        std::size_t row = 0;
+        for (Vec& hs : h) {
+            add_into(hs, CSpan(out).subspan(row, hs.size()));
+            row += hs.size();
+        }
+    }
+    std::vector<std::vector<double>> result;
+    for (std::size_t s = 0; s < batch.size(); ++s) {
+        std::vector<double> lp(batch[s].size(), std::numeric_limits<double>::quiet_NaN());
+        if (!batch[s].empty()) {
+            const Vec logits = lm_logits(m, apply_norm(m, "final_norm", h[s]));
+            for (std::size_t t = 1; t < batch[s].size(); ++t)
+                lp[t] = log_softmax_at(CSpan(logits).subspan((t - 1) * V, V), sz(batch[s][t]));
+        }
+        result.push_back(std::move(lp));
+    }
+    return result;
 }
 
 // --- Tokens ---

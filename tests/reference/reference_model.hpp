@@ -60,9 +60,21 @@ Vec apply_norm(const Model& m, const std::string& prefix, CSpan x);
 Vec attention_block(const Model& m, int layer, CSpan x);
 // The configured MLP (swiglu or gelu) of size ffn with weights under prefix (".../mlp").
 Vec mlp_block(const Model& m, const std::string& prefix, std::size_t ffn, CSpan x);
+// Static gating (GShard-style capacity): each expert takes at most
+// capacity = max(1, ceil(capacity_factor * S * k / E)) of the S tokens' k choices, in token order
+// and, within a token, in top-k order; the choices that do not fit are dropped (they add nothing;
+// the kept weights are not renormalised).
+struct StaticGating {
+    double capacity_factor = 1.0;
+    std::int64_t dropped = 0;   // choices dropped so far (accumulated over calls)
+    double min_margin = 1.0;    // smallest gap between the k-th and (k+1)-th probability seen
+};
+
 // MoE of layer i on already-normed input x[S, d]: routed experts plus shared MLP.
-// When routing is not null it receives each token's top-k choice.
-Vec moe_block(const Model& m, int layer, CSpan x, std::vector<TopK>* routing = nullptr);
+// When routing is not null it receives each token's top-k choice; with `gating`, choices over
+// capacity are dropped.
+Vec moe_block(const Model& m, int layer, CSpan x, std::vector<TopK>* routing = nullptr,
+              StaticGating* gating = nullptr);
 // One pre-norm decoder layer: h + attn(norm(h)), then + mlp_or_moe(norm(h)).
 Vec decoder_layer(const Model& m, int layer, CSpan h);
 // Hidden states after all layers and the final norm, [S, d].
@@ -73,6 +85,12 @@ Vec lm_logits(const Model& m, CSpan hidden);
 // Log-probability per position: index 0 is NaN, index t is log p(tokens[t] | tokens[<t]).
 // Throws if a token id is out of range or the sequence is longer than max_positions.
 std::vector<double> score_sequence(const Model& m, std::span<const std::int32_t> tokens);
+
+// Scores a batch of sequences routed together under static gating: the MoE layers see all of the
+// batch's tokens at once (sequences in order), as one gating group. One result per sequence.
+std::vector<std::vector<double>> score_batch_static(const Model& m,
+                                                    const std::vector<std::vector<std::int32_t>>& batch,
+                                                    StaticGating& gating);
 
 // A token file (formats.md, "Tokens"), as one vector per sequence.
 struct Tokens {

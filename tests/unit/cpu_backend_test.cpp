@@ -380,6 +380,7 @@ TEST_F(CpuBackendTest, RopeLongPositionsLargeTheta) {
 struct EmbedCase {
   DType dtype;
   bool accumulate;
+  int64_t vocab_begin;  // > 0: the table is a vocabulary slice and some ids fall outside it
 };
 
 class CpuEmbedTest : public CpuBackendTest, public testing::WithParamInterface<EmbedCase> {};
@@ -390,28 +391,39 @@ TEST_P(CpuEmbedTest, MatchesTableRows) {
   const int64_t vocab = 41, d = 53, stride = 60, m = 37;
   const auto table = random(static_cast<std::size_t>(vocab * stride));
   const std::vector<float> seen = p.dtype == DType::bf16 ? bf16_rounded(table) : table;
-  const auto ids = random_ids(static_cast<std::size_t>(m), 0, static_cast<int32_t>(vocab - 1));
+  // Ids span the slice and beyond it on both sides when the table is a slice.
+  const auto hi = static_cast<int32_t>(p.vocab_begin > 0 ? p.vocab_begin + vocab + 9 : vocab - 1);
+  const auto ids = random_ids(static_cast<std::size_t>(m), 0, hi);
   const auto out0 = random(static_cast<std::size_t>(m * d));
   DeviceBuffer dt = p.dtype == DType::bf16 ? upload(to_bf16(table)) : upload(table);
   DeviceBuffer di = upload(ids);
   DeviceBuffer dout = upload(p.accumulate ? out0 : std::vector<float>(out0.size(), kNaN));
-  backend_.embed(di.as<int32_t>(), m, WeightView{dt.data(), p.dtype, vocab, d, stride}, dout.as<float>(),
-                 p.accumulate);
+  backend_.embed(di.as<int32_t>(), m, WeightView{dt.data(), p.dtype, vocab, d, stride}, p.vocab_begin,
+                 dout.as<float>(), p.accumulate);
   Vec want(out0.size());
+  int64_t outside = 0;
   for (int64_t i = 0; i < m; ++i) {
+    const int64_t row = ids[i] - p.vocab_begin;
+    const bool held = row >= 0 && row < vocab;
+    outside += held ? 0 : 1;
     for (int64_t j = 0; j < d; ++j) {
-      want[i * d + j] = static_cast<double>(seen[ids[i] * stride + j]) + (p.accumulate ? out0[i * d + j] : 0.0);
+      want[i * d + j] = (held ? static_cast<double>(seen[row * stride + j]) : 0.0) + (p.accumulate ? out0[i * d + j] : 0.0);
     }
+  }
+  if (p.vocab_begin > 0) {
+    EXPECT_GT(outside, 0) << "the slice case must look up ids outside the slice";
   }
   expect_close(download<float>(dout, out0.size()), want, 1e-6, 0.0, "embed");
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CpuEmbedTest,
-                         testing::Values(EmbedCase{DType::f32, false}, EmbedCase{DType::f32, true},
-                                         EmbedCase{DType::bf16, false}, EmbedCase{DType::bf16, true}),
+                         testing::Values(EmbedCase{DType::f32, false, 0}, EmbedCase{DType::f32, true, 0},
+                                         EmbedCase{DType::bf16, false, 0}, EmbedCase{DType::bf16, true, 0},
+                                         EmbedCase{DType::f32, false, 17}, EmbedCase{DType::bf16, true, 17}),
                          [](const testing::TestParamInfo<EmbedCase>& info) {
                            return std::string(dtype_name(info.param.dtype)) +
-                                  (info.param.accumulate ? "_accumulate" : "_overwrite");
+                                  (info.param.accumulate ? "_accumulate" : "_overwrite") +
+                                  (info.param.vocab_begin > 0 ? "_slice" : "");
                          });
 
 // --- attention -----------------------------------------------------------------------------------

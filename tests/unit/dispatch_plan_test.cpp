@@ -247,7 +247,7 @@ TEST_F(DispatchPlanTest, RebuildingReplacesThePreviousPlan) {
 TEST_F(DispatchPlanTest, StaticCapacityFormula) {
   SCOPED_TRACE(seed_trace());
   // Capacity factors exactly representable as num/den, so the expected value is integer math:
-  // ceil(num * T * k / (den * E)), at least 1.
+  // ceil(num * T * k / (den * E)), at least 1, and 0 for no tokens.
   const std::vector<std::pair<int64_t, int64_t>> factors = {{1, 2}, {1, 1}, {5, 4}, {3, 2}, {2, 1}, {1, 64}};
   std::uniform_int_distribution<int64_t> tokens_dist(0, 5000);
   std::uniform_int_distribution<int64_t> k_dist(1, 8);
@@ -258,7 +258,8 @@ TEST_F(DispatchPlanTest, StaticCapacityFormula) {
     const int64_t experts = experts_dist(rng_);
     for (const auto& [num, den] : factors) {
       const double cf = static_cast<double>(num) / static_cast<double>(den);
-      const int64_t want = std::max<int64_t>(1, (num * tokens * k + den * experts - 1) / (den * experts));
+      const int64_t want =
+          tokens == 0 ? 0 : std::max<int64_t>(1, (num * tokens * k + den * experts - 1) / (den * experts));
       ASSERT_EQ(static_capacity(tokens, k, experts, cf), want)
           << "T=" << tokens << " k=" << k << " E=" << experts << " cf=" << cf;
     }
@@ -266,7 +267,7 @@ TEST_F(DispatchPlanTest, StaticCapacityFormula) {
   EXPECT_EQ(static_capacity(8, 2, 8, 1.0), 2);
   EXPECT_EQ(static_capacity(8, 2, 8, 1.25), 3);  // 2.5 rounds up
   EXPECT_EQ(static_capacity(1, 1, 64, 1.0), 1);  // at least one row
-  EXPECT_EQ(static_capacity(0, 2, 4, 1.25), 1);
+  EXPECT_EQ(static_capacity(0, 2, 4, 1.25), 0);  // no tokens, no padding
 }
 
 }  // namespace

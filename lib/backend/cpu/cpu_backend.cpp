@@ -140,15 +140,19 @@ void CpuBackend::rope(float* x, const int32_t* positions, int64_t m, int64_t hea
   }
 }
 
-void CpuBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, float* out, bool accumulate) {
+void CpuBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,
+                       bool accumulate) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
     float* dst = out + i * table.cols;
-    if (table.dtype == DType::f32) {
-      const float* src = f32_row(table, ids[i]);
+    const int64_t row = kernels::vocab_row(ids[i], vocab_begin, table.rows);
+    if (row < 0) {
+      if (!accumulate) std::fill(dst, dst + table.cols, 0.0f);
+    } else if (table.dtype == DType::f32) {
+      const float* src = f32_row(table, row);
       for (int64_t j = 0; j < table.cols; ++j) dst[j] = accumulate ? dst[j] + src[j] : src[j];
     } else {
-      const uint16_t* src = bf16_row(table, ids[i]);
+      const uint16_t* src = bf16_row(table, row);
       for (int64_t j = 0; j < table.cols; ++j) {
         const float v = bf16_to_float(src[j]);
         dst[j] = accumulate ? dst[j] + v : v;

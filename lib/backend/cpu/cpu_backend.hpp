@@ -22,7 +22,8 @@ class CpuBackend final : public Backend {
   void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
                   float eps) override;
   void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) override;
-  void embed(const int32_t* ids, int64_t m, const WeightView& table, float* out, bool accumulate) override;
+  void embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,
+             bool accumulate) override;
   std::size_t attention_scratch_bytes(int64_t max_len) const override;
   void causal_attention(const float* q, const float* k, const float* v, float* out, const int64_t* seq_offsets,
                         int64_t num_seqs, int64_t max_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
