@@ -1,7 +1,10 @@
 #include "io/checkpoint.hpp"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <variant>
 
 #include "core/error.hpp"
 
@@ -80,6 +83,47 @@ HostTensor CheckpointReader::read(const std::string& name, const std::vector<int
   hash_.update(name.data(), name.size());
   hash_.update(t.bytes.data(), t.bytes.size());
   return t;
+}
+
+std::string CheckpointReader::fingerprint() const {
+  Fnv1a hash;
+  for (const auto& [key, value] : config_.to_attributes()) {
+    hash.update(key.data(), key.size() + 1);
+    std::visit(
+        [&](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string>) {
+            hash.update(v.data(), v.size() + 1);
+          } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+            for (const int64_t x : v) hash.update_value(x);
+          } else {
+            hash.update_value(v);
+          }
+        },
+        value);
+  }
+  std::vector<std::byte> sample;
+  for (const std::string& name : file_.dataset_names()) {
+    const h5::DatasetInfo info = file_.info(name);
+    hash.update(name.data(), name.size() + 1);
+    hash.update(info.type_name.data(), info.type_name.size() + 1);
+    for (const int64_t n : info.shape) hash.update_value(n);
+    if (info.shape.empty() || product(info.shape) == 0) continue;
+    // The first row's leading elements, as stored (float32 or 16-bit words).
+    std::vector<int64_t> count(info.shape.size(), 1);
+    count.back() = std::min<int64_t>(256, info.shape.back());
+    const std::vector<int64_t> offset(info.shape.size(), 0);
+    if (info.kind == h5::ElementKind::f32) {
+      std::vector<float> v(static_cast<std::size_t>(count.back()));
+      file_.read<float>(name, offset, count, v.data());
+      hash.update(v.data(), v.size() * sizeof(float));
+    } else if (info.kind == h5::ElementKind::bf16) {
+      std::vector<uint16_t> v(static_cast<std::size_t>(count.back()));
+      file_.read<uint16_t>(name, offset, count, v.data());
+      hash.update(v.data(), v.size() * sizeof(uint16_t));
+    }
+  }
+  return hash.hex();
 }
 
 CheckpointWriter::CheckpointWriter(const std::string& path, const ModelConfig& config, MPI_Comm comm)

@@ -37,8 +37,13 @@ class CheckpointReader {
   // Empty offset/count read the whole tensor.
   HostTensor read(const std::string& name, const std::vector<int64_t>& expected_shape,
                   const std::vector<int64_t>& offset = {}, const std::vector<int64_t>& count = {});
-  // Fingerprint of everything read so far, in read order.
+  // Fingerprint of everything this rank read so far, in read order (depends on the layout).
   std::string checksum() const { return hash_.hex(); }
+  // The model's identity, the same on every rank and for every layout: the architecture, every
+  // dataset's name, type and shape, and a sample of its values (the first up to 256 elements of
+  // its first row). Stored in results so that resuming refuses output from another model.
+  // Independent reads: any subset of ranks may call it.
+  std::string fingerprint() const;
 
  private:
   h5::File file_;

@@ -1,5 +1,6 @@
 #include "io/h5.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <type_traits>
 
@@ -128,6 +129,17 @@ bool File::has(const std::string& dataset) const {
     if (pos == std::string::npos) break;
   }
   return H5Oexists_by_name(id(), dataset.c_str(), H5P_DEFAULT) > 0;
+}
+
+std::vector<std::string> File::dataset_names() const {
+  std::vector<std::string> names;
+  const auto visit = [](hid_t, const char* name, const H5O_info_t* info, void* out) -> herr_t {
+    if (info->type == H5O_TYPE_DATASET) static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+    return 0;
+  };
+  MOE_H5_CHECK(H5Ovisit2(id(), H5_INDEX_NAME, H5_ITER_INC, visit, &names, H5O_INFO_BASIC));
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 DatasetInfo File::info(const std::string& dataset) const {

@@ -48,6 +48,8 @@ class File {
   const std::string& path() const { return path_; }
   hid_t id() const { return file_.get(); }
   bool has(const std::string& dataset) const;
+  // Every dataset's path (no leading '/'), sorted.
+  std::vector<std::string> dataset_names() const;
   DatasetInfo info(const std::string& dataset) const;
 
   // Reads the box [offset, offset + count) of a dataset into out (dense, row-major), converting

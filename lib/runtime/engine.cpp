@@ -157,7 +157,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   agree(world_comm, [&] {
     writer =
         std::make_unique<ResultWriter>(config.output, world_comm, *tokens,
-                                       ResultAttributes{ckpt->checksum(), tokens->checksum(), config.effective_yaml});
+                                       ResultAttributes{ckpt->fingerprint(), tokens->checksum(), config.effective_yaml});
   });
   Progress progress(num_steps, tokens->total_tokens(), config.progress_seconds, rank == 0, log);
   TokenBatch batch;
