@@ -1,7 +1,8 @@
 // moe-bench: micro-benchmarks that give the machine's floor for moe-score's figures:
 // `gemm` (the backend's linear, the shape of the expert and LM-head GEMMs), `stream`
 // (memory bandwidth, which bounds weight-streaming phases) and `alltoall` (the expert-parallel
-// exchange, flat against hierarchical; bench_alltoall.cpp). Tables print max-over-ranks times
+// exchange, flat against hierarchical; bench_alltoall.cpp) and `gating` (static against dynamic
+// gating; bench_gating.cpp). Tables print max-over-ranks times
 // and a grep-able PERFORMANCE line, with the command line that produced them.
 #include <CLI/CLI.hpp>
 #include <cblas.h>
@@ -15,6 +16,7 @@
 
 #include "backend/backend.hpp"
 #include "bench_alltoall.hpp"
+#include "bench_gating.hpp"
 #include "core/timer.hpp"
 #include "main_support.hpp"
 
@@ -138,6 +140,21 @@ int main(int argc, char** argv) {
   alltoall->add_option("--min-bytes", a2a.min_bytes, "smallest size (bytes each rank sends)")->capture_default_str();
   alltoall->add_option("--max-bytes", a2a.max_bytes, "largest size (doubling from --min-bytes)")->capture_default_str();
   alltoall->add_option("--reps", a2a.reps, "timed runs per size and variant")->capture_default_str();
+  moe::GatingBenchOptions gating;
+  auto* gating_cmd =
+      app.add_subcommand("gating", "static (capacity, padding, drops) vs dynamic gating on uniform and skewed routing");
+  gating_cmd->add_option("--tokens", gating.tokens, "tokens per rank")->capture_default_str();
+  gating_cmd->add_option("--hidden", gating.hidden, "hidden size d")->capture_default_str();
+  gating_cmd->add_option("--ffn", gating.ffn, "expert FFN width")->capture_default_str();
+  gating_cmd->add_option("--experts", gating.experts, "experts in the layer")->capture_default_str();
+  gating_cmd->add_option("--top-k", gating.top_k, "experts per token")->capture_default_str();
+  gating_cmd->add_option("--skew", gating.skew, "Zipf exponent of the skewed routing")->capture_default_str();
+  gating_cmd->add_option("--capacity-factors", gating.capacity_factors, "static gating's capacity factors")
+      ->capture_default_str();
+  gating_cmd->add_option("--alltoall", gating.alltoall, "flat or hierarchical")->capture_default_str();
+  gating_cmd->add_option("--ranks-per-node", gating.ranks_per_node, "simulated ranks per node (0: from shared memory)")
+      ->capture_default_str();
+  gating_cmd->add_option("--reps", gating.reps, "timed runs per configuration")->capture_default_str();
   std::string command = "moe-bench";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
   try {
@@ -149,6 +166,7 @@ int main(int argc, char** argv) {
     if (*gemm) bench_gemm(backend, reps, command);
     if (*stream) bench_stream(reps, command);
     if (*alltoall) moe::bench_alltoall(a2a, command);
+    if (*gating_cmd) moe::bench_gating(gating, command);
     return 0;
   });
 }
