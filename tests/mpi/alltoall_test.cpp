@@ -16,22 +16,13 @@
 #include "comm/alltoall.hpp"
 #include "comm/topology.hpp"
 #include "core/error.hpp"
+#include "mpi_test_main.hpp"
 
 namespace moe {
 namespace {
 
-int g_ranks_per_node = 0;  // from the command line; set once in main before the tests run
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
+using test::world_rank;
+using test::world_size;
 
 // World ranks of the members of `comm`, in comm rank order.
 std::vector<int> members(MPI_Comm comm) {
@@ -176,7 +167,7 @@ void check_exchange(const Topology& topo, AllToAll& flat, AllToAll& hier, const 
 class AllToAllTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    topo_ = std::make_unique<Topology>(MPI_COMM_WORLD, g_ranks_per_node);
+    topo_ = std::make_unique<Topology>(MPI_COMM_WORLD, test::ranks_per_node_option());
     flat_ = make_alltoall("flat", *topo_);
     hier_ = make_alltoall("hierarchical", *topo_);
   }
@@ -218,7 +209,7 @@ TEST_F(AllToAllTest, ReusedAcrossCallsOfChangingSize) {
 }
 
 TEST(AllToAllFactory, UnknownNameListsTheValidOnes) {
-  Topology topo(MPI_COMM_WORLD, g_ranks_per_node);
+  Topology topo(MPI_COMM_WORLD, test::ranks_per_node_option());
   try {
     make_alltoall("ring", topo);
     ADD_FAILURE() << "no error for an unknown name";
@@ -234,12 +225,12 @@ TEST(AllToAllFactory, UnknownNameListsTheValidOnes) {
 
 TEST(TopologyTest, NodeAndCrossNodeGroups) {
   const int world = world_size(), me = world_rank();
-  Topology topo(MPI_COMM_WORLD, g_ranks_per_node);
+  Topology topo(MPI_COMM_WORLD, test::ranks_per_node_option());
   EXPECT_EQ(topo.world_rank, me);
   EXPECT_EQ(topo.world_size, world);
   EXPECT_EQ(topo.num_nodes * topo.ranks_per_node, world);
-  if (g_ranks_per_node > 0) {
-    const int rpn = g_ranks_per_node;
+  if (test::ranks_per_node_option() > 0) {
+    const int rpn = test::ranks_per_node_option();
     EXPECT_TRUE(topo.simulated_nodes);
     EXPECT_EQ(topo.ranks_per_node, rpn);
     EXPECT_EQ(topo.num_nodes, world / rpn);
@@ -268,7 +259,7 @@ TEST(TopologyTest, TensorAndDataParallelGroups) {
   const int world = world_size(), me = world_rank();
   for (int tp = 1; tp <= world; ++tp) {
     if (world % tp != 0) continue;
-    Topology topo(MPI_COMM_WORLD, g_ranks_per_node, tp);
+    Topology topo(MPI_COMM_WORLD, test::ranks_per_node_option(), tp);
     EXPECT_EQ(topo.tp_size, tp);
     EXPECT_EQ(topo.tp_rank, me % tp);
     EXPECT_EQ(topo.dp_size, world / tp);
@@ -285,46 +276,17 @@ TEST(TopologyTest, BadRanksPerNodeOrTpIsAnError) {
   const int world = world_size();
   EXPECT_THROW(Topology(MPI_COMM_WORLD, world + 1), Error);  // never divides the world
   EXPECT_THROW(Topology(MPI_COMM_WORLD, -1), Error);
-  EXPECT_THROW(Topology(MPI_COMM_WORLD, g_ranks_per_node, world + 1), Error);
-  EXPECT_THROW(Topology(MPI_COMM_WORLD, g_ranks_per_node, 0), Error);
+  EXPECT_THROW(Topology(MPI_COMM_WORLD, test::ranks_per_node_option(), world + 1), Error);
+  EXPECT_THROW(Topology(MPI_COMM_WORLD, test::ranks_per_node_option(), 0), Error);
   if (world % 3 != 0) {
     try {
       Topology bad(MPI_COMM_WORLD, 3);
       ADD_FAILURE() << "no error for ranks_per_node 3 with " << world << " ranks";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("ranks_per_node 3"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("parallel.ranks_per_node = 3"), std::string::npos) << e.what();
     }
   }
 }
 
-// On ranks other than 0: each failed assertion as one line naming the rank.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!result.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s:%d: failure\n%s\n", world_rank(), result.file_name() ? result.file_name() : "?",
-                 result.line_number(), result.summary());
-  }
-};
-
 }  // namespace
 }  // namespace moe
-
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--ranks-per-node") moe::g_ranks_per_node = std::atoi(argv[i + 1]);
-  // Only rank 0 prints the progress; every rank still reports its own failures.
-  if (moe::world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new moe::RankFailurePrinter);
-  }
-  const int failed = RUN_ALL_TESTS();
-  // Any rank's failure fails the job on every rank.
-  int any = failed != 0;
-  MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return any;
-}

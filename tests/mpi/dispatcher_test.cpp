@@ -1,0 +1,122 @@
+// AllToAllDispatcher under mpirun: every rank routes random tokens (some ranks none) to random
+// experts, the "experts" scale each received row by a known factor (expert id + 1; a sliced
+// expert's slice returns its share of it), and the combine must give, for every token,
+// y0 + sum over its plan rows of weight * (expert + 1) * x, computed here in float64 from the
+// rank's own plan. A row sent to the wrong rank, expert or position, lost or duplicated, shows.
+// Runs dynamic and static (padding and drops) plans, flat and hierarchical all-to-alls, layers
+// with more and with fewer experts than ranks.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <random>
+
+#include "backend/backend.hpp"
+#include "backend/workspace.hpp"
+#include "comm/alltoall.hpp"
+#include "comm/topology.hpp"
+#include "moe/alltoall_dispatcher.hpp"
+#include "moe/dispatch_plan.hpp"
+#include "moe/placement.hpp"
+#include "mpi_test_main.hpp"
+
+namespace moe {
+namespace {
+
+void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_t seed) {
+  const int world = test::world_size(), me = test::world_rank();
+  SCOPED_TRACE(std::to_string(experts) + " experts, " + (dynamic ? "dynamic" : "static") + ", " + variant +
+               ", seed " + std::to_string(seed));
+  Topology topology(MPI_COMM_WORLD, test::ranks_per_node_option());
+  auto backend = make_backend("cpu");
+  auto comm = make_mpi_communicator(MPI_COMM_WORLD);
+  auto alltoall = make_alltoall(variant, topology);
+  ModelConfig model;
+  model.num_layers = 1;
+  model.expert_ffn = 12;
+  model.top_k = std::min<int64_t>(3, experts);
+  model.layer_num_experts = {experts};
+  const ExpertPlacement placement(model, me, world);
+  const LayerPlacement& lp = placement.layer(0);
+  Workspace ws(*backend);
+  AllToAllDispatcher dispatcher(ws, *alltoall, *comm, placement);
+
+  std::mt19937 rng(seed + 7919u * static_cast<uint32_t>(me));
+  const int64_t d = 5, k = model.top_k;
+  // Rank 1 (when there is one) has no tokens: it still takes part.
+  const int64_t t = me == 1 ? 0 : std::uniform_int_distribution<int64_t>(1, 40)(rng);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(static_cast<std::size_t>(t * d)), y(static_cast<std::size_t>(t * d));
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : y) v = normal(rng);
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  for (int64_t i = 0; i < t; ++i) {
+    std::vector<int32_t> all(static_cast<std::size_t>(experts));
+    for (int64_t e = 0; e < experts; ++e) all[e] = static_cast<int32_t>(e);
+    std::shuffle(all.begin(), all.end(), rng);
+    for (int64_t j = 0; j < k; ++j) {
+      ids.push_back(all[j]);
+      weights.push_back(std::uniform_real_distribution<float>(0.1f, 1.0f)(rng));
+    }
+  }
+  DispatchPlan plan;
+  if (dynamic)
+    plan.build_dynamic(ids.data(), weights.data(), t, k, experts);
+  else
+    plan.build_static(ids.data(), weights.data(), t, k, experts, static_capacity(t, k, experts, 0.75));
+
+  std::vector<double> want(y.begin(), y.end());
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t r = plan.expert_offsets[e]; r < plan.expert_offsets[e + 1]; ++r)
+      for (int64_t c = 0; c < d; ++c)
+        want[plan.row_token[r] * d + c] +=
+            static_cast<double>(plan.row_weight[r]) * static_cast<double>(e + 1) * x[plan.row_token[r] * d + c];
+
+  float* rows = nullptr;
+  std::vector<int64_t> offsets;
+  const int64_t n = dispatcher.dispatch(0, plan, x.data(), d, rows, offsets);
+  ASSERT_EQ(static_cast<int64_t>(offsets.size()), lp.rank_count[me] + 1);
+  ASSERT_EQ(offsets.back(), n);
+  std::vector<float> out(static_cast<std::size_t>(n * d));
+  const double share = static_cast<double>(lp.ffn_end - lp.ffn_begin) / static_cast<double>(model.expert_ffn);
+  for (int64_t local = 0; local < lp.rank_count[me]; ++local) {
+    const double factor = static_cast<double>(lp.rank_first[me] + local + 1) * share;
+    for (int64_t r = offsets[local]; r < offsets[local + 1]; ++r)
+      for (int64_t c = 0; c < d; ++c) out[r * d + c] = static_cast<float>(factor * rows[r * d + c]);
+  }
+  dispatcher.combine(0, plan, out.data(), d, y.data());
+  double worst = 0;
+  for (std::size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::abs(y[i] - want[i]));
+  EXPECT_LE(worst, 1e-4);
+  // Rows received sum to rows sent (over all ranks), times the slices of each expert.
+  double sent = static_cast<double>(plan.num_rows() * lp.slices), received = static_cast<double>(n);
+  MPI_Allreduce(MPI_IN_PLACE, &sent, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, &received, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT_EQ(sent, received);
+  if (!dynamic) {
+    double dropped = static_cast<double>(plan.dropped);
+    MPI_Allreduce(MPI_IN_PLACE, &dropped, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    EXPECT_GT(dropped, 0) << "capacity factor 0.75 should drop something";
+  }
+}
+
+uint32_t shared_seed() {
+  uint32_t seed = test::world_rank() == 0 ? std::random_device{}() : 0;
+  MPI_Bcast(&seed, 1, MPI_UINT32_T, 0, MPI_COMM_WORLD);
+  return seed;
+}
+
+TEST(AllToAllDispatcher, RowsReachTheirExpertsAndComeBackWeighted) {
+  const int world = test::world_size();
+  const uint32_t seed = shared_seed();
+  // More experts than ranks (uneven ranges), as many, and fewer (sliced) when world allows.
+  std::vector<int64_t> expert_counts = {2 * world + 1, world};
+  if (world >= 2) expert_counts.push_back(world / 2);
+  for (const int64_t experts : expert_counts)
+    for (const bool dynamic : {true, false})
+      for (const char* variant : {"flat", "hierarchical"}) run_case(experts, dynamic, variant, seed);
+}
+
+}  // namespace
+}  // namespace moe
