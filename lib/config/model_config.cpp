@@ -117,6 +117,7 @@ void validate(const ModelConfig& c, const std::string& source) {
   }
   if (any_dense) positive("dense_ffn", c.dense_ffn);
   if (any_moe) positive("expert_ffn", c.expert_ffn);
+  MOE_CHECK(!c.qk_norm || c.norm == NormKind::rmsnorm, "{}: 'qk_norm' needs norm = rmsnorm", source);
   MOE_CHECK(c.shared_ffn >= 0, "{}: 'shared_ffn' must be >= 0, got {}", source, c.shared_ffn);
   MOE_CHECK(c.shared_gate == SharedGateKind::none || c.shared_ffn > 0,
             "{}: 'shared_gate' is sigmoid but there is no shared MLP (shared_ffn = 0)", source);
@@ -167,6 +168,7 @@ ModelConfig ModelConfig::from_attributes(const AttrMap& attrs, const std::string
   c.position = r.choice<PositionKind>("position", {{"rope", PositionKind::rope}, {"learned", PositionKind::learned}});
   c.rope_theta = r.real("rope_theta", 10000.0);
   c.qkv_bias = r.flag("qkv_bias", false);
+  c.qk_norm = r.flag("qk_norm", false);
   c.activation =
       r.choice<ActivationKind>("activation", {{"swiglu", ActivationKind::swiglu}, {"gelu", ActivationKind::gelu}});
   c.dense_ffn = r.integer("dense_ffn", 0);
@@ -237,6 +239,7 @@ AttrMap ModelConfig::to_attributes() const {
       {"position", name(position, {"rope", "learned"})},
       {"rope_theta", rope_theta},
       {"qkv_bias", int64_t{qkv_bias}},
+      {"qk_norm", int64_t{qk_norm}},
       {"activation", name(activation, {"swiglu", "gelu"})},
       {"dense_ffn", dense_ffn},
       {"expert_ffn", expert_ffn},
@@ -259,6 +262,7 @@ int64_t ModelConfig::parameter_count() const {
     total += 2 * norm_params;
     total += (num_heads + 2 * num_kv_heads) * head_dim * d + d * num_heads * head_dim;
     if (qkv_bias) total += (num_heads + 2 * num_kv_heads) * head_dim;
+    if (qk_norm) total += (num_heads + num_kv_heads) * head_dim;
     if (!is_moe_layer(i)) {
       total += mlp(dense_ffn);
       continue;

@@ -94,6 +94,10 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend) {
       HostTensor all = stack_rows({&qb, &kb, &vb}, p + "/attn biases");
       l.qkv_bias = upload_f32(backend, all);
     }
+    if (c.qk_norm) {
+      l.q_norm = upload_f32(backend, ckpt.read(p + "/attn/q_norm", {q_rows}));
+      l.k_norm = upload_f32(backend, ckpt.read(p + "/attn/k_norm", {kv_rows}));
+    }
     l.o_proj = upload_matrix(backend, ckpt.read(p + "/attn/o_proj", {d, q_rows}));
     l.mlp_norm = load_norm(ckpt, backend, p + "/mlp_norm");
     if (!c.is_moe_layer(i)) {
