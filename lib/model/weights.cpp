@@ -9,18 +9,20 @@ namespace moe {
 
 namespace {
 
-// Stacks tensors of the same dtype and column count along their rows.
+// Stacks tensors of the same dtype and column count along their rows; 1-D tensors (biases, whose
+// lengths differ when num_kv_heads < num_heads) are concatenated.
 HostTensor stack_rows(const std::vector<const HostTensor*>& parts, const std::string& what) {
   HostTensor out;
   out.dtype = parts.front()->dtype;
-  const int64_t cols = parts.front()->shape.back();
+  const bool vectors = parts.front()->shape.size() == 1;
+  const int64_t cols = vectors ? 1 : parts.front()->shape.back();
   int64_t rows = 0;
   for (const HostTensor* p : parts) {
     MOE_CHECK(p->dtype == out.dtype, "{}: its tensors mix f32 and bf16", what);
     rows += p->numel() / cols;
     out.bytes.insert(out.bytes.end(), p->bytes.begin(), p->bytes.end());
   }
-  out.shape = {rows, cols};
+  out.shape = vectors ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, cols};
   return out;
 }
 
