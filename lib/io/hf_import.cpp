@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bytes of float32 staging per write of a 2-D tensor: bounds memory for huge embeddings.
-constexpr int64_t kBlockBytes = 16 << 20;
+constexpr int64_t kBlockBytes = 4 << 20;
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
