@@ -1,8 +1,8 @@
 // moe-convert: a Hugging Face checkpoint folder (config.json + *.safetensors) -> our HDF5
 // checkpoint (docs/models.md lists the architectures and the conventions they follow).
-#include <CLI/CLI.hpp>
-
 #include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 
 #include "core/error.hpp"
 #include "io/hf_import.hpp"

@@ -115,7 +115,8 @@ void cap_at_window(ModelConfig& c, int64_t window) {
 }
 
 HfArchitecture mixtral(const JsonKeys& k) {
-  HfArchitecture a{"MixtralForCausalLM", common_config(k, {1e-5, 1e6, 4096 * 32, 8}, "mixtral"),
+  HfArchitecture a{"MixtralForCausalLM",
+                   common_config(k, {1e-5, 1e6, 4096 * 32, 8}, "mixtral"),
                    {"block_sparse_moe", "w1", "w3", "w2", "", false}};
   ModelConfig& c = a.config;
   c.expert_ffn = k.integer("intermediate_size");
@@ -127,7 +128,8 @@ HfArchitecture mixtral(const JsonKeys& k) {
 }
 
 HfArchitecture qwen2moe(const JsonKeys& k) {
-  HfArchitecture a{"Qwen2MoeForCausalLM", common_config(k, {1e-6, 10000.0, 32768, 16}, "qwen2moe"),
+  HfArchitecture a{"Qwen2MoeForCausalLM",
+                   common_config(k, {1e-6, 10000.0, 32768, 16}, "qwen2moe"),
                    {"mlp", "gate_proj", "up_proj", "down_proj", "shared_expert", true}};
   ModelConfig& c = a.config;
   c.qkv_bias = k.flag("qkv_bias", true);  // Qwen2 attention has q/k/v biases
@@ -151,7 +153,8 @@ HfArchitecture qwen2moe(const JsonKeys& k) {
 }
 
 HfArchitecture olmoe(const JsonKeys& k) {
-  HfArchitecture a{"OlmoeForCausalLM", common_config(k, {1e-5, 10000.0, 4096, std::nullopt}, "olmoe"),
+  HfArchitecture a{"OlmoeForCausalLM",
+                   common_config(k, {1e-5, 10000.0, 4096, std::nullopt}, "olmoe"),
                    {"mlp", "gate_proj", "up_proj", "down_proj", "", false}};
   ModelConfig& c = a.config;
   k.require_false("attention_bias", "o_proj would carry a bias");
@@ -168,7 +171,8 @@ HfArchitecture olmoe(const JsonKeys& k) {
 }
 
 HfArchitecture deepseek(const JsonKeys& k) {
-  HfArchitecture a{"DeepseekForCausalLM", common_config(k, {1e-6, 10000.0, 2048, std::nullopt}, "deepseek"),
+  HfArchitecture a{"DeepseekForCausalLM",
+                   common_config(k, {1e-6, 10000.0, 2048, std::nullopt}, "deepseek"),
                    {"mlp", "gate_proj", "up_proj", "down_proj", "shared_experts", false}};
   ModelConfig& c = a.config;
   k.require_false("attention_bias", "o_proj would carry a bias");
@@ -213,10 +217,14 @@ HfArchitecture read_hf_config(const std::string& config_path) {
             "{}: key 'architectures' must list exactly one architecture", config_path);
   const std::string name = j["architectures"][0].get<std::string>();
   HfArchitecture a;
-  if (name == "MixtralForCausalLM") a = mixtral(keys);
-  else if (name == "Qwen2MoeForCausalLM") a = qwen2moe(keys);
-  else if (name == "OlmoeForCausalLM") a = olmoe(keys);
-  else if (name == "DeepseekForCausalLM") a = deepseek(keys);
+  if (name == "MixtralForCausalLM")
+    a = mixtral(keys);
+  else if (name == "Qwen2MoeForCausalLM")
+    a = qwen2moe(keys);
+  else if (name == "OlmoeForCausalLM")
+    a = olmoe(keys);
+  else if (name == "DeepseekForCausalLM")
+    a = deepseek(keys);
   else {
     std::string valid;
     for (const std::string& s : hf_supported_architectures()) valid += (valid.empty() ? "" : ", ") + s;

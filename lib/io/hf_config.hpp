@@ -12,11 +12,11 @@ namespace moe {
 
 // Where an architecture keeps its MoE tensors under model.layers.{i}.
 struct HfNaming {
-  std::string moe_block;      // "block_sparse_moe" (Mixtral) or "mlp"
-  std::string expert_gate;    // "w1" or "gate_proj"
-  std::string expert_up;      // "w3" or "up_proj"
-  std::string expert_down;    // "w2" or "down_proj"
-  std::string shared_expert;  // "shared_expert", "shared_experts" or "" (none)
+  std::string moe_block;            // "block_sparse_moe" (Mixtral) or "mlp"
+  std::string expert_gate;          // "w1" or "gate_proj"
+  std::string expert_up;            // "w3" or "up_proj"
+  std::string expert_down;          // "w2" or "down_proj"
+  std::string shared_expert;        // "shared_expert", "shared_experts" or "" (none)
   bool shared_expert_gate = false;  // mlp.shared_expert_gate.weight (Qwen2-MoE)
 };
 

@@ -48,13 +48,12 @@ class HfTensors {
     auto it = holder_.find(name);
     if (it != holder_.end()) return *it->second;
     auto listed = listed_file_.find(name);
-    if (listed != listed_file_.end()) fail("{}: tensor '{}' is missing (the index lists it there)", listed->second, name);
+    if (listed != listed_file_.end())
+      fail("{}: tensor '{}' is missing (the index lists it there)", listed->second, name);
     fail("{}: tensor '{}' is missing", default_file_, name);
   }
   const std::map<std::string, const SafetensorsFile*>& all() const { return holder_; }
-  int64_t stored_bytes(const std::string& name) const {
-    return static_cast<int64_t>(file_of(name).info(name).bytes);
-  }
+  int64_t stored_bytes(const std::string& name) const { return static_cast<int64_t>(file_of(name).info(name).bytes); }
 
  private:
   void read_index(const fs::path& index) {
@@ -82,8 +81,8 @@ class HfTensors {
     for (const std::string& shard : shards) open(index.parent_path() / shard);
     for (const auto& [tensor, file] : listed_file_) {
       auto it = holder_.find(tensor);
-      MOE_CHECK(it != holder_.end() && it->second->path() == file, "{}: tensor '{}' is missing (the index lists it there)",
-                file, tensor);
+      MOE_CHECK(it != holder_.end() && it->second->path() == file,
+                "{}: tensor '{}' is missing (the index lists it there)", file, tensor);
     }
   }
 
@@ -143,8 +142,8 @@ void copy_tensor(const HfTensors& tensors, const TensorMapping& m, CheckpointWri
       const SafetensorsFile& f = tensors.file_of(m.sources[e]);
       f.read_f32(m.sources[e], 0, numel, buffer.data());
       check_finite(buffer.data(), numel, f, m.sources[e]);
-      out.write_box(m.target, {static_cast<int64_t>(e), 0, 0}, {1, m.target_shape[1], m.target_shape[2]},
-                    buffer.data(), dtype);
+      out.write_box(m.target, {static_cast<int64_t>(e), 0, 0}, {1, m.target_shape[1], m.target_shape[2]}, buffer.data(),
+                    dtype);
     }
     return;
   }

@@ -20,7 +20,9 @@ constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 // Rows read per pread when widening: bounded so a huge tensor never needs a huge staging buffer.
 constexpr std::size_t kReadBlockBytes = 4u << 20;
 
-std::size_t element_size(SafeDType t) { return t == SafeDType::f32 ? 4 : 2; }
+std::size_t element_size(SafeDType t) {
+  return t == SafeDType::f32 ? 4 : 2;
+}
 
 SafeDType parse_dtype(const std::string& name, const std::string& tensor, const std::string& path) {
   if (name == "F32") return SafeDType::f32;
@@ -35,7 +37,8 @@ void read_exact(int fd, void* out, std::size_t bytes, uint64_t offset, const std
   while (bytes > 0) {
     const ssize_t got = ::pread(fd, p, bytes, static_cast<off_t>(offset));
     if (got < 0 && errno == EINTR) continue;
-    MOE_CHECK(got > 0, "{}: cannot read {} ({})", path, what, got < 0 ? std::strerror(errno) : "unexpected end of file");
+    MOE_CHECK(got > 0, "{}: cannot read {} ({})", path, what,
+              got < 0 ? std::strerror(errno) : "unexpected end of file");
     p += got;
     bytes -= static_cast<std::size_t>(got);
     offset += static_cast<uint64_t>(got);
@@ -62,9 +65,9 @@ SafeTensorInfo parse_entry(const std::string& name, const nlohmann::json& entry,
     t.shape.push_back(static_cast<int64_t>(v));
   }
   const auto& offsets = entry["data_offsets"];
-  MOE_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
-                offsets[1].is_number_unsigned(),
-            "{}: tensor '{}' needs data_offsets [begin, end] of non-negative integers", path, name);
+  MOE_CHECK(
+      offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() && offsets[1].is_number_unsigned(),
+      "{}: tensor '{}' needs data_offsets [begin, end] of non-negative integers", path, name);
   const auto begin = offsets[0].get<uint64_t>();
   const auto end = offsets[1].get<uint64_t>();
   MOE_CHECK(begin <= end && end <= data_bytes,
@@ -88,9 +91,12 @@ int64_t SafeTensorInfo::numel() const {
 
 const char* safe_dtype_name(SafeDType t) {
   switch (t) {
-    case SafeDType::f32: return "F32";
-    case SafeDType::f16: return "F16";
-    case SafeDType::bf16: return "BF16";
+    case SafeDType::f32:
+      return "F32";
+    case SafeDType::f16:
+      return "F16";
+    case SafeDType::bf16:
+      return "BF16";
   }
   return "?";
 }

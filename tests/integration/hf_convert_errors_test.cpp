@@ -108,7 +108,8 @@ TEST_F(HfConvertErrors, ShapeDisagreesWithConfig) {
   const std::string line = rejection(convert(hf));
   EXPECT_THAT(line, HasSubstr(hf + "/model.safetensors"));
   // hf_tiny's Mixtral: 4 heads x head_dim 16 = 64 rows of hidden size 48; the file has [48, 64].
-  EXPECT_THAT(line, HasSubstr(std::string("tensor '") + kQProj + "' has shape [48, 64], but config.json implies [64, 48]"));
+  EXPECT_THAT(line,
+              HasSubstr(std::string("tensor '") + kQProj + "' has shape [48, 64], but config.json implies [64, 48]"));
 }
 
 TEST_F(HfConvertErrors, UnsupportedConfigKey) {
@@ -118,7 +119,8 @@ TEST_F(HfConvertErrors, UnsupportedConfigKey) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const std::string null_scaling = "\"rope_scaling\": null";
   ASSERT_NE(text.find(null_scaling), std::string::npos);
-  text.replace(text.find(null_scaling), null_scaling.size(), "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}");
+  text.replace(text.find(null_scaling), null_scaling.size(),
+               "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}");
   std::ofstream(config) << text;
   const std::string line = rejection(convert(hf));
   EXPECT_THAT(line, HasSubstr(config));

@@ -6,6 +6,7 @@
 //  - the project's reference (tests/reference) on the converted checkpoint.
 // Weights and tokens are fresh random draws; the seeds are printed.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <cmath>
 #include <cstdio>
@@ -32,6 +33,22 @@ struct Case {
   std::string out_dtype;  // moe-convert --dtype
   int shards;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.arch << " " << c.hf_dtype << " -> " << c.out_dtype << ", " << c.shards << " shard(s)";
+}
+
+// Bytes per element of a dataset as stored (2 for bf16, 4 for f32).
+std::size_t stored_element_size(const std::string& path, const std::string& dataset) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const hid_t ds = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
+  const hid_t type = H5Dget_type(ds);
+  const std::size_t size = H5Tget_size(type);
+  H5Tclose(type);
+  H5Dclose(ds);
+  H5Fclose(file);
+  return size;
+}
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   std::string arch = info.param.arch;
@@ -100,6 +117,8 @@ TEST_P(HfImport, ScoresAsTransformersWould) {
   r = run_command(program("moe-score") + " " + write_run_file(dir, model, tokens, scores, "batch_size: 4\n"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const Array got = read_array(scores, "logprobs");
+  EXPECT_EQ(stored_element_size(model, "embed_tokens"), c.out_dtype == "bf16" ? 2u : 4u);
+  EXPECT_EQ(stored_element_size(model, "layers/0/attn/q_proj"), c.out_dtype == "bf16" ? 2u : 4u);
 
   // The project's float64 reference on the converted file: the same weights as moe-score used.
   const ref::Model ref_model = ref::load_model(model);
@@ -123,10 +142,11 @@ TEST_P(HfImport, ScoresAsTransformersWould) {
   } else {
     EXPECT_LE(vs_hf.max, kTolerance) << "against the numpy forward of the Hugging Face files";
   }
-  std::printf("%s: max |d logprob| %.3g vs reference, %.3g vs numpy-transformers (mean %.3g, mean |logprob| %.3g) "
-              "over %lld tokens\n",
-              case_name({c, 0}).c_str(), vs_ref.max, vs_hf.max, vs_hf.mean, vs_hf.mean_magnitude,
-              static_cast<long long>(vs_hf.compared));
+  std::printf(
+      "%s: max |d logprob| %.3g vs reference, %.3g vs numpy-transformers (mean %.3g, mean |logprob| %.3g) "
+      "over %lld tokens\n",
+      case_name({c, 0}).c_str(), vs_ref.max, vs_hf.max, vs_hf.mean, vs_hf.mean_magnitude,
+      static_cast<long long>(vs_hf.compared));
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, HfImport,

@@ -5,6 +5,8 @@
 
 namespace moe::test {
 
-inline std::string hf_tiny() { return std::string("/usr/bin/python3 ") + MOE_TEST_SUPPORT_DIR + "/hf_tiny.py"; }
+inline std::string hf_tiny() {
+  return std::string("/usr/bin/python3 ") + MOE_TEST_SUPPORT_DIR + "/hf_tiny.py";
+}
 
 }  // namespace moe::test
