@@ -152,9 +152,10 @@ TEST_P(HfImport, ScoresAsTransformersWould) {
 INSTANTIATE_TEST_SUITE_P(Architectures, HfImport,
                          testing::Values(Case{"mixtral", "F32", "f32", 1}, Case{"qwen2moe", "F32", "f32", 2},
                                          Case{"qwen2moe-step2", "F32", "f32", 1}, Case{"olmoe", "F32", "f32", 1},
-                                         Case{"deepseek", "F32", "f32", 3}, Case{"mixtral", "BF16", "bf16", 1},
-                                         Case{"qwen2moe", "BF16", "f32", 2}, Case{"olmoe", "F16", "f32", 1},
-                                         Case{"deepseek", "F32", "bf16", 1}, Case{"olmoe", "F32", "bf16", 1}),
+                                         Case{"deepseek", "F32", "f32", 3}, Case{"deepseek-freq2", "F32", "f32", 1},
+                                         Case{"mixtral", "BF16", "bf16", 1}, Case{"qwen2moe", "BF16", "f32", 2},
+                                         Case{"olmoe", "F16", "f32", 1}, Case{"deepseek", "F32", "bf16", 1},
+                                         Case{"olmoe", "F32", "bf16", 1}),
                          case_name);
 
 }  // namespace

@@ -122,6 +122,9 @@ def tiny_config(arch):
                     rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=False, clip_qkv=None,
                     tie_word_embeddings=True, num_experts=8, num_experts_per_tok=3, norm_topk_prob=False,
                     output_router_logits=False, router_aux_loss_coef=0.01)
+    if arch == "deepseek-freq2":  # MoE on even layers only, one shared expert, no renormalisation
+        return dict(tiny_config("deepseek"), num_hidden_layers=4, first_k_dense_replace=0, moe_layer_freq=2,
+                    n_shared_experts=1, norm_topk_prob=False, num_experts_per_tok=3)
     if arch == "deepseek":
         return dict(common, architectures=["DeepseekForCausalLM"], model_type="deepseek", hidden_size=64,
                     intermediate_size=120, moe_intermediate_size=20, num_hidden_layers=3, num_attention_heads=4,
