@@ -64,6 +64,7 @@ class JsonKeys {
     MOE_CHECK(!flag(key, false), "{}: key '{}' = true is not supported ({})", source_, key, why);
   }
   const std::string& source() const { return source_; }
+  const json& get(const std::string& key) const { return j_[key]; }
 
  private:
   template <typename T>
@@ -83,6 +84,18 @@ struct Defaults {
   std::optional<int64_t> num_kv_heads;  // nullopt: num_attention_heads
 };
 
+// Newer transformers versions save RoPE as `rope_parameters: {rope_type, rope_theta}`; only
+// the default (unscaled) type is implemented.
+double rope_parameters_theta(const JsonKeys& k, double theta) {
+  const json& p = k.get("rope_parameters");
+  MOE_CHECK(p.is_object(), "{}: key 'rope_parameters' must be an object", k.source());
+  const JsonKeys params(p, k.source());
+  const std::string type = params.text("rope_type", "default");
+  MOE_CHECK(type == "default", "{}: key 'rope_parameters' has rope_type '{}', not supported (default only)", k.source(),
+            type);
+  return params.real("rope_theta", theta);
+}
+
 // What every supported architecture shares: a Llama-style decoder (pre-RMSNorm, RoPE in the
 // rotate-half layout, SwiGLU MLPs with silu, no o_proj bias).
 ModelConfig common_config(const JsonKeys& k, const Defaults& d, const std::string& family) {
@@ -100,6 +113,7 @@ ModelConfig common_config(const JsonKeys& k, const Defaults& d, const std::strin
   c.norm_eps = k.real("rms_norm_eps", d.rms_norm_eps);
   c.position = PositionKind::rope;
   c.rope_theta = k.real("rope_theta", d.rope_theta);
+  if (k.is_set("rope_parameters")) c.rope_theta = rope_parameters_theta(k, c.rope_theta);
   c.activation = ActivationKind::swiglu;
   c.tie_embeddings = k.flag("tie_word_embeddings", false);
   const std::string act = k.text("hidden_act", "silu");
@@ -186,7 +200,8 @@ HfArchitecture deepseek(const JsonKeys& k) {
     // N shared experts of size F run as one MLP of size N*F (their outputs are summed).
     c.shared_ffn = k.integer("n_shared_experts", 0) * c.expert_ffn;
   }
-  c.router_renormalize = k.flag("norm_topk_prob", false);
+  // DeepSeek's MoEGate renormalises only when top_k > 1 (a single weight stays p, not 1).
+  c.router_renormalize = k.flag("norm_topk_prob", false) && c.top_k > 1;
   const int64_t first_dense = k.integer("first_k_dense_replace", 0);
   const int64_t freq = k.integer("moe_layer_freq", 1);
   MOE_CHECK(freq > 0, "{}: key 'moe_layer_freq' must be positive, got {}", k.source(), freq);

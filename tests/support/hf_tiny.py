@@ -328,8 +328,9 @@ def moe(cfg, w, p, x):
     k = cfg["num_experts_per_tok"]
     top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     weights = np.take_along_axis(probs, top, axis=-1)
-    if arch == "MixtralForCausalLM" or cfg.get("norm_topk_prob"):
-        eps = 1e-20 if arch == "DeepseekForCausalLM" else 0.0  # DeepSeek's MoEGate adds 1e-20
+    deepseek = arch == "DeepseekForCausalLM"
+    if arch == "MixtralForCausalLM" or (cfg.get("norm_topk_prob") and (k > 1 or not deepseek)):
+        eps = 1e-20 if deepseek else 0.0  # DeepSeek's MoEGate: only for top_k > 1, adds 1e-20
         weights = weights / (weights.sum(axis=-1, keepdims=True) + eps)
     y = np.zeros_like(x)
     for t in range(x.shape[0]):

@@ -75,6 +75,15 @@ TEST_F(HfConfig, SlidingWindowCapsMaxPositions) {
             64);
 }
 
+TEST_F(HfConfig, RopeParameters) {
+  EXPECT_DOUBLE_EQ(
+      read("MixtralForCausalLM", kMixtral + R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0})")
+          .config.rope_theta,
+      5000.0);
+  EXPECT_THAT(error_of("MixtralForCausalLM", kMixtral + R"(, "rope_parameters": {"rope_type": "yarn", "factor": 4})"),
+              HasSubstr("rope_type 'yarn'"));
+}
+
 TEST_F(HfConfig, Qwen2MoeLayers) {
   HfArchitecture a = read("Qwen2MoeForCausalLM", kQwen + R"(, "mlp_only_layers": [0], "decoder_sparse_step": 1)");
   EXPECT_EQ(a.config.layer_num_experts, (std::vector<int64_t>{0, 6, 6, 6}));
@@ -96,6 +105,12 @@ TEST_F(HfConfig, DeepseekLayersAndSharedExperts) {
   EXPECT_EQ(a.config.num_kv_heads, 4);  // absent: num_attention_heads
   a = read("DeepseekForCausalLM", kDeepseek + R"(, "first_k_dense_replace": 1, "moe_layer_freq": 2)");
   EXPECT_EQ(a.config.layer_num_experts, (std::vector<int64_t>{0, 0, 6, 0}));  // i >= first and i % freq == 0
+  EXPECT_TRUE(read("DeepseekForCausalLM", kDeepseek + R"(, "norm_topk_prob": true)").config.router_renormalize);
+  // MoEGate renormalises only for top_k > 1.
+  EXPECT_FALSE(read("DeepseekForCausalLM",
+                    R"("intermediate_size": 24, "moe_intermediate_size": 8, "n_routed_experts": 6,
+                       "num_experts_per_tok": 1, "norm_topk_prob": true)")
+                   .config.router_renormalize);
 }
 
 TEST_F(HfConfig, OlmoeHasQkNorm) {
