@@ -223,7 +223,7 @@ ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& so
 
 AttrMap ModelConfig::to_attributes() const {
   auto name = [](auto e, std::initializer_list<const char*> names) { return std::string(names.begin()[static_cast<int>(e)]); };
-  return AttrMap{
+  AttrMap attrs{
       {"format", std::string(kFormat)},
       {"format_version", kFormatVersion},
       {"family", family},
@@ -239,7 +239,6 @@ AttrMap ModelConfig::to_attributes() const {
       {"position", name(position, {"rope", "learned"})},
       {"rope_theta", rope_theta},
       {"qkv_bias", int64_t{qkv_bias}},
-      {"qk_norm", int64_t{qk_norm}},
       {"activation", name(activation, {"swiglu", "gelu"})},
       {"dense_ffn", dense_ffn},
       {"expert_ffn", expert_ffn},
@@ -250,6 +249,9 @@ AttrMap ModelConfig::to_attributes() const {
       {"tie_embeddings", int64_t{tie_embeddings}},
       {"layer_num_experts", layer_num_experts},
   };
+  // Optional: written only when set, so checkpoints without it stay readable by older builds.
+  if (qk_norm) attrs["qk_norm"] = int64_t{1};
+  return attrs;
 }
 
 int64_t ModelConfig::parameter_count() const {
