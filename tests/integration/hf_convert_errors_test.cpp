@@ -112,6 +112,27 @@ TEST_F(HfConvertErrors, ShapeDisagreesWithConfig) {
               HasSubstr(std::string("tensor '") + kQProj + "' has shape [48, 64], but config.json implies [64, 48]"));
 }
 
+TEST_F(HfConvertErrors, TensorThatConfigDoesNotDescribe) {
+  const std::string hf = folder(" --mutate extra");
+  const std::string line = rejection(convert(hf));
+  EXPECT_THAT(line, HasSubstr(hf + "/model.safetensors"));
+  EXPECT_THAT(line, HasSubstr("tensor 'model.layers.0.self_attn.q_norm.weight' is not used by MixtralForCausalLM"));
+}
+
+TEST_F(HfConvertErrors, ShardOutsideTheFolder) {
+  const std::string hf = folder(" --shards 2");
+  const std::string index = hf + "/model.safetensors.index.json";
+  std::ifstream in(index);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string shard = "\"model-00002-of-00002.safetensors\"";
+  ASSERT_NE(text.find(shard), std::string::npos);
+  text.replace(text.find(shard), shard.size(), "\"../model-00002-of-00002.safetensors\"");
+  std::ofstream(index) << text;
+  const std::string line = rejection(convert(hf));
+  EXPECT_THAT(line, HasSubstr(index));
+  EXPECT_THAT(line, HasSubstr("not a file in the folder"));
+}
+
 TEST_F(HfConvertErrors, UnsupportedConfigKey) {
   const std::string hf = folder();
   const std::string config = hf + "/config.json";

@@ -12,7 +12,8 @@
 `big`     writes a large random Mixtral-layout checkpoint (for the converter's memory test).
 
 Bad-input variants (`--mutate`): f64 (one tensor stored as F64), missing (one tensor left
-out), shape (one tensor with a shape that disagrees with config.json).
+out), shape (one tensor with a shape that disagrees with config.json), extra (a tensor that
+config.json does not describe, beside an ignorable rotary_emb.inv_freq buffer).
 Run with Debian's /usr/bin/python3 (numpy, h5py).
 """
 import argparse
@@ -248,6 +249,12 @@ def cmd_write(args):
             del tensors[victim]
         elif args.mutate == "shape":  # same bytes, rows and columns swapped
             tensors[victim] = (name, tuple(reversed(shape)), dtype, data)
+        elif args.mutate == "extra":  # an OLMoE tensor config.json does not describe, and an ignorable buffer
+            rows = shape[0]
+            tensors.append(("model.layers.0.self_attn.q_norm.weight", (rows,), dtype,
+                            encode(draw(rng, (rows,), "norm"), dtype)[0]))
+            tensors.append(("model.layers.0.self_attn.rotary_emb.inv_freq", (8,), "F32",
+                            np.ones(8, dtype=np.float32).tobytes()))
         print(name)
     write_folder(args.out, cfg, tensors, args.shards)
 
@@ -389,7 +396,7 @@ def main():
     w.add_argument("--seed", type=int, required=True)
     w.add_argument("--dtype", choices=["F32", "BF16", "F16"], default="F32")
     w.add_argument("--shards", type=int, default=1)
-    w.add_argument("--mutate", choices=["f64", "missing", "shape"])
+    w.add_argument("--mutate", choices=["f64", "missing", "shape", "extra"])
     s = sub.add_parser("score")
     s.add_argument("folder")
     s.add_argument("tokens")
