@@ -100,9 +100,11 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
   const DeviceBuffer w_out = random_buffer(static_cast<std::size_t>(local * d * ffn), 1.0f / std::sqrt(float(ffn)));
   DeviceBuffer y = backend->alloc(static_cast<std::size_t>(t * d) * sizeof(float));
   std::vector<WeightView> in_views, out_views;
-  for (int64_t e = 0; e < local; ++e) {
-    in_views.push_back({w_in.as<float>() + e * 2 * ffn * d, DType::f32, 2 * ffn, d, d});
-    out_views.push_back({w_out.as<float>() + e * d * ffn, DType::f32, d, ffn, ffn});
+  for (int64_t e = 0; e < local; ++e) {  // two GEMM groups per expert: routed rows, padding
+    for (int part = 0; part < 2; ++part) {
+      in_views.push_back({w_in.as<float>() + e * 2 * ffn * d, DType::f32, 2 * ffn, d, d});
+      out_views.push_back({w_out.as<float>() + e * d * ffn, DType::f32, d, ffn, ffn});
+    }
   }
   Workspace ws(*backend), expert_ws(*backend);
   std::unique_ptr<Dispatcher> dispatcher;
@@ -140,9 +142,9 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
         float* in = expert_ws.get<float>(0, static_cast<std::size_t>(rows * 2 * ffn));
         float* act = expert_ws.get<float>(1, static_cast<std::size_t>(rows * ffn));
         float* out = expert_ws.get<float>(2, static_cast<std::size_t>(rows * d));
-        backend->grouped_linear(expert_rows, offsets.data(), local, in_views.data(), in);
+        backend->grouped_linear(expert_rows, offsets.data(), 2 * local, in_views.data(), in);
         backend->swiglu(in, act, rows, ffn);
-        backend->grouped_linear(act, offsets.data(), local, out_views.data(), out);
+        backend->grouped_linear(act, offsets.data(), 2 * local, out_views.data(), out);
         dispatcher->combine(0, plan, out, d, y.as<float>());
         backend->synchronize();
       };

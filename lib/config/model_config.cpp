@@ -117,6 +117,7 @@ void validate(const ModelConfig& c, const std::string& source) {
   }
   if (any_dense) positive("dense_ffn", c.dense_ffn);
   if (any_moe) positive("expert_ffn", c.expert_ffn);
+  MOE_CHECK(!c.qk_norm || c.norm == NormKind::rmsnorm, "{}: 'qk_norm' needs norm = rmsnorm", source);
   MOE_CHECK(c.shared_ffn >= 0, "{}: 'shared_ffn' must be >= 0, got {}", source, c.shared_ffn);
   MOE_CHECK(c.shared_gate == SharedGateKind::none || c.shared_ffn > 0,
             "{}: 'shared_gate' is sigmoid but there is no shared MLP (shared_ffn = 0)", source);
@@ -167,6 +168,7 @@ ModelConfig ModelConfig::from_attributes(const AttrMap& attrs, const std::string
   c.position = r.choice<PositionKind>("position", {{"rope", PositionKind::rope}, {"learned", PositionKind::learned}});
   c.rope_theta = r.real("rope_theta", 10000.0);
   c.qkv_bias = r.flag("qkv_bias", false);
+  c.qk_norm = r.flag("qk_norm", false);
   c.activation =
       r.choice<ActivationKind>("activation", {{"swiglu", ActivationKind::swiglu}, {"gelu", ActivationKind::gelu}});
   c.dense_ffn = r.integer("dense_ffn", 0);
@@ -221,7 +223,7 @@ ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& so
 
 AttrMap ModelConfig::to_attributes() const {
   auto name = [](auto e, std::initializer_list<const char*> names) { return std::string(names.begin()[static_cast<int>(e)]); };
-  return AttrMap{
+  AttrMap attrs{
       {"format", std::string(kFormat)},
       {"format_version", kFormatVersion},
       {"family", family},
@@ -247,6 +249,9 @@ AttrMap ModelConfig::to_attributes() const {
       {"tie_embeddings", int64_t{tie_embeddings}},
       {"layer_num_experts", layer_num_experts},
   };
+  // Optional: written only when set, so checkpoints without it stay readable by older builds.
+  if (qk_norm) attrs["qk_norm"] = int64_t{1};
+  return attrs;
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -259,6 +264,7 @@ int64_t ModelConfig::parameter_count() const {
     total += 2 * norm_params;
     total += (num_heads + 2 * num_kv_heads) * head_dim * d + d * num_heads * head_dim;
     if (qkv_bias) total += (num_heads + 2 * num_kv_heads) * head_dim;
+    if (qk_norm) total += (num_heads + num_kv_heads) * head_dim;
     if (!is_moe_layer(i)) {
       total += mlp(dense_ffn);
       continue;

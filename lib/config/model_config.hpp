@@ -32,6 +32,7 @@ struct ModelConfig {
   PositionKind position = PositionKind::rope;
   double rope_theta = 10000.0;
   bool qkv_bias = false;
+  bool qk_norm = false;  // RMSNorm over the whole projected q [H*hd] and k [KV*hd] rows (OLMoE)
   ActivationKind activation = ActivationKind::swiglu;
   int64_t dense_ffn = 0;
   int64_t expert_ffn = 0;

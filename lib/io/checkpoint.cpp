@@ -133,19 +133,30 @@ CheckpointWriter::CheckpointWriter(const std::string& path, const ModelConfig& c
 
 void CheckpointWriter::write(const std::string& name, const std::vector<int64_t>& shape, const float* data,
                              DType dtype) {
+  create(name, shape, dtype);
+  write_box(name, std::vector<int64_t>(shape.size(), 0), shape, data, dtype);
+}
+
+void CheckpointWriter::create(const std::string& name, const std::vector<int64_t>& shape, DType dtype) {
   std::vector<int64_t> chunk;
   if (shape.size() == 3) chunk = {1, shape[1], shape[2]};
-  const std::vector<int64_t> zero(shape.size(), 0);
   if (dtype == DType::f32) {
     file_.create_dataset<float>(name, shape, chunk);
-    file_.write<float>(name, zero, shape, data);
     return;
   }
-  std::vector<uint16_t> packed(static_cast<std::size_t>(product(shape)));
-  for (std::size_t i = 0; i < packed.size(); ++i) packed[i] = float_to_bf16(data[i]);
   file_.create_dataset<uint16_t>(name, shape, chunk);
-  file_.write<uint16_t>(name, zero, shape, packed.data());
   file_.write_string_attribute(name, "dtype", "bf16");
+}
+
+void CheckpointWriter::write_box(const std::string& name, const std::vector<int64_t>& offset,
+                                 const std::vector<int64_t>& count, const float* data, DType dtype) {
+  if (dtype == DType::f32) {
+    file_.write<float>(name, offset, count, data);
+    return;
+  }
+  std::vector<uint16_t> packed(static_cast<std::size_t>(product(count)));
+  for (std::size_t i = 0; i < packed.size(); ++i) packed[i] = float_to_bf16(data[i]);
+  file_.write<uint16_t>(name, offset, count, packed.data());
 }
 
 }  // namespace moe

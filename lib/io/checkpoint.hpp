@@ -58,6 +58,11 @@ class CheckpointWriter {
   // data holds numel(shape) floats; stored as f32 or, with dtype bf16, rounded to bf16.
   // 3-D tensors ([E, rows, cols]) are chunked one expert per chunk.
   void write(const std::string& name, const std::vector<int64_t>& shape, const float* data, DType dtype = DType::f32);
+  // Streaming: create() an empty tensor, then fill it box by box with write_box() (same dtype), so
+  // a converter holds a block of rows, never a whole stacked tensor.
+  void create(const std::string& name, const std::vector<int64_t>& shape, DType dtype);
+  void write_box(const std::string& name, const std::vector<int64_t>& offset, const std::vector<int64_t>& count,
+                 const float* data, DType dtype);
   void close() { file_ = h5::File(); }
 
  private:

@@ -42,6 +42,11 @@ void attention_forward(Step& step, const LayerWeights& layer, float* h) {
       be.add_bias(k, bias + q_cols, t, kv_cols);
       be.add_bias(v, bias + q_cols + kv_cols, t, kv_cols);
     }
+    if (c.qk_norm) {  // OLMoE: over the whole projected row, before the head split and RoPE
+      const auto eps = static_cast<float>(c.norm_eps);
+      be.rms_norm(q, layer.q_norm.as<float>(), q, t, q_cols, eps);
+      be.rms_norm(k, layer.k_norm.as<float>(), k, t, kv_cols, eps);
+    }
     if (c.position == PositionKind::rope) {
       const auto theta = static_cast<float>(c.rope_theta);
       be.rope(q, step.positions, t, step.heads, c.head_dim, theta);

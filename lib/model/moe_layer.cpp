@@ -81,13 +81,14 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
     const int64_t first = experts_.first_expert(layer_);
     const int64_t local = experts_.num_local_experts(layer_);
     const int64_t ffn = experts_.local_ffn(layer_);
-    in_views_.resize(static_cast<std::size_t>(local));
-    out_views_.resize(static_cast<std::size_t>(local));
+    // Two GEMM groups per expert, its routed rows and its padding, with the same weights.
+    in_views_.resize(static_cast<std::size_t>(2 * local));
+    out_views_.resize(static_cast<std::size_t>(2 * local));
     for (int64_t x_id = 0; x_id < local; ++x_id) {
-      if (local_offsets_[x_id + 1] == local_offsets_[x_id]) continue;  // idle experts are not touched
+      if (local_offsets_[2 * x_id + 2] == local_offsets_[2 * x_id]) continue;  // idle experts are not touched
       const ExpertWeights ew = experts_.acquire(layer_, first + x_id);
-      in_views_[x_id] = ew.in;
-      out_views_[x_id] = ew.out;
+      in_views_[2 * x_id] = in_views_[2 * x_id + 1] = ew.in;
+      out_views_[2 * x_id] = out_views_[2 * x_id + 1] = ew.out;
     }
     const int64_t in_rows = c.mlp_in_rows(ffn);
     float* in = expert_ws_.get<float>(expert_slot::in, static_cast<std::size_t>(num_rows * in_rows));
@@ -95,9 +96,9 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
                      ? expert_ws_.get<float>(expert_slot::act, static_cast<std::size_t>(num_rows * ffn))
                      : in;
     expert_out = expert_ws_.get<float>(expert_slot::out, static_cast<std::size_t>(num_rows * d));
-    be.grouped_linear(rows, local_offsets_.data(), local, in_views_.data(), in);
+    be.grouped_linear(rows, local_offsets_.data(), 2 * local, in_views_.data(), in);
     mlp_activation(be, c.activation, in, act, num_rows, ffn);
-    be.grouped_linear(act, local_offsets_.data(), local, out_views_.data(), expert_out);
+    be.grouped_linear(act, local_offsets_.data(), 2 * local, out_views_.data(), expert_out);
   }
   {
     ScopedPhase phase(step.times, "moe.combine");

@@ -53,7 +53,9 @@ int64_t AllToAllDispatcher::dispatch(int64_t layer, const DispatchPlan& plan, co
     for (int64_t e = first; e < first + count; ++e) {
       const int64_t begin = plan.expert_offsets[e];
       const int64_t end = plan.expert_offsets[e + 1];
-      counts_out_.push_back(end - begin);
+      counts_out_.push_back(plan.kept[e]);            // routed rows
+      counts_out_.push_back(end - begin - plan.kept[e]);  // padding
+
       rows += end - begin;
       for (int64_t r = begin; r < end; ++r) {
         send_token_.push_back(plan.row_token[static_cast<std::size_t>(r)]);
@@ -61,42 +63,44 @@ int64_t AllToAllDispatcher::dispatch(int64_t layer, const DispatchPlan& plan, co
       }
     }
     send_rows_[p] = rows;
-    c_send_bytes_[p] = static_cast<std::size_t>(count) * sizeof(int64_t);
+    c_send_bytes_[p] = static_cast<std::size_t>(2 * count) * sizeof(int64_t);
   }
+  // Two groups per local expert: its routed rows, then its padding (see Dispatcher::dispatch).
   const int64_t local = lp.rank_count[me];
-  counts_in_.resize(static_cast<std::size_t>(local * w));
+  const int64_t groups = 2 * local;
+  counts_in_.resize(static_cast<std::size_t>(groups * w));
   std::size_t offset = 0;
   for (int p = 0; p < w; ++p) {
     c_send_displs_[p] = offset;
     offset += c_send_bytes_[p];
-    c_recv_bytes_[p] = static_cast<std::size_t>(local) * sizeof(int64_t);
-    c_recv_displs_[p] = static_cast<std::size_t>(p * local) * sizeof(int64_t);
+    c_recv_bytes_[p] = static_cast<std::size_t>(groups) * sizeof(int64_t);
+    c_recv_displs_[p] = static_cast<std::size_t>(p * groups) * sizeof(int64_t);
   }
   counts_comm_.alltoallv(counts_out_.data(), c_send_bytes_.data(), c_send_displs_.data(), counts_in_.data(),
                          c_recv_bytes_.data(), c_recv_displs_.data());
 
-  // Receive layout (source, expert) and the regrouping into (expert, source).
-  local_offsets.assign(static_cast<std::size_t>(local + 1), 0);
+  // Receive layout (source, expert, part) and the regrouping into (expert, part, source).
+  local_offsets.assign(static_cast<std::size_t>(groups + 1), 0);
   for (int q = 0; q < w; ++q) {
     recv_rows_[q] = 0;
-    for (int64_t e = 0; e < local; ++e) {
-      recv_rows_[q] += counts_in_[q * local + e];
-      local_offsets[e + 1] += counts_in_[q * local + e];
+    for (int64_t g = 0; g < groups; ++g) {
+      recv_rows_[q] += counts_in_[q * groups + g];
+      local_offsets[g + 1] += counts_in_[q * groups + g];
     }
   }
-  for (int64_t e = 0; e < local; ++e) local_offsets[e + 1] += local_offsets[e];
+  for (int64_t g = 0; g < groups; ++g) local_offsets[g + 1] += local_offsets[g];
   num_sent_ = static_cast<int64_t>(send_token_.size());
-  num_received_ = local_offsets[local];
+  num_received_ = local_offsets[groups];
   by_expert_.resize(static_cast<std::size_t>(num_received_));
   by_source_.resize(static_cast<std::size_t>(num_received_));
-  // Inside an expert's block, rows keep source order: cursor[e] is the block's next free row.
+  // Inside a group, rows keep source order: cursor[g] is the group's next free row.
   cursor_.assign(local_offsets.begin(), local_offsets.end() - 1);
   int64_t received = 0;
   for (int q = 0; q < w; ++q) {
-    for (int64_t e = 0; e < local; ++e) {
-      const int64_t n = counts_in_[q * local + e];
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t n = counts_in_[q * groups + g];
       for (int64_t i = 0; i < n; ++i) {
-        const int64_t expert_row = cursor_[static_cast<std::size_t>(e)]++;
+        const int64_t expert_row = cursor_[static_cast<std::size_t>(g)]++;
         by_expert_[static_cast<std::size_t>(expert_row)] = static_cast<int32_t>(received);
         by_source_[static_cast<std::size_t>(received)] = static_cast<int32_t>(expert_row);
         ++received;

@@ -45,6 +45,7 @@ void DispatchPlan::build_dynamic(const int32_t* ids, const float* weights, int64
   thread_local std::vector<int64_t> next;
   next.assign(expert_offsets.begin(), expert_offsets.end() - 1);
   place_rows(*this, ids, weights, n, k, next, n);
+  kept = counts;
 }
 
 void DispatchPlan::build_static(const int32_t* ids, const float* weights, int64_t num_tokens, int64_t k,
@@ -60,7 +61,11 @@ void DispatchPlan::build_static(const int32_t* ids, const float* weights, int64_
   thread_local std::vector<int64_t> next;
   next.assign(expert_offsets.begin(), expert_offsets.end() - 1);
   place_rows(*this, ids, weights, n, k, next, capacity);
-  for (int64_t e = 0; e < experts; ++e) padded += capacity - std::min(capacity, counts[e]);
+  kept.resize(static_cast<std::size_t>(experts));
+  for (int64_t e = 0; e < experts; ++e) {
+    kept[e] = std::min(capacity, counts[e]);
+    padded += capacity - kept[e];
+  }
 }
 
 int64_t static_capacity(int64_t num_tokens, int64_t k, int64_t experts, double capacity_factor) {

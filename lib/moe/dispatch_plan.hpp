@@ -12,6 +12,8 @@ struct DispatchPlan {
   int64_t num_experts = 0;
   std::vector<int64_t> counts;          // [E] routed rows per expert, before any drop
   std::vector<int64_t> expert_offsets;  // [E + 1] row ranges of the experts in the plan
+  std::vector<int64_t> kept;            // [E] routed rows placed per expert (first in its range;
+                                        //     static gating's padding rows follow them)
   std::vector<int32_t> row_token;       // [rows] source token of each row (padding: token 0)
   std::vector<float> row_weight;        // [rows] gate weight of each row (padding and drops: 0)
   int64_t dropped = 0;                  // routed rows that did not fit (static gating)

@@ -17,8 +17,12 @@ class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
   virtual std::string name() const = 0;
-  // x [T, d] -> expert_rows [rows, d] grouped by this rank's experts; local_offsets gets
-  // num_local_experts + 1 row offsets (host). Returns the number of rows.
+  // x [T, d] -> expert_rows [rows, d] grouped by this rank's experts; local_offsets (host) gets
+  // 2 * num_local_experts + 1 row offsets: local expert x's routed rows are
+  // [local_offsets[2x], local_offsets[2x+1]) and its padding rows (static gating) follow up to
+  // local_offsets[2x+2]. Routed rows come in the same order whatever the padding, and the two
+  // parts are separate GEMM groups, so static gating that drops nothing computes exactly dynamic
+  // gating's products (a GEMM's rounding can depend on its row count). Returns the rows.
   // r: x  w: expert_rows (from the workspace)
   // Collective over every rank that holds experts of `layer` (all ranks for AllToAllDispatcher).
   virtual int64_t dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,

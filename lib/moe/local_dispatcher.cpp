@@ -16,7 +16,13 @@ int64_t LocalDispatcher::dispatch(int64_t /*layer*/, const DispatchPlan& plan, c
   be.copy_to_device(rows_, plan.row_token.data(), sizeof(int32_t) * static_cast<std::size_t>(n));
   be.copy_to_device(weights_, plan.row_weight.data(), sizeof(float) * static_cast<std::size_t>(n));
   be.gather_rows(x, rows_, n, d, expert_rows);
-  local_offsets.assign(plan.expert_offsets.begin(), plan.expert_offsets.end());
+  const int64_t experts = plan.num_experts;
+  local_offsets.resize(static_cast<std::size_t>(2 * experts + 1));
+  for (int64_t e = 0; e < experts; ++e) {
+    local_offsets[2 * e] = plan.expert_offsets[e];
+    local_offsets[2 * e + 1] = plan.expert_offsets[e] + plan.kept[e];
+  }
+  local_offsets[2 * experts] = n;
   return n;
 }
 

@@ -73,6 +73,10 @@ void write_random_model(const ModelConfig& c, const std::string& path, uint64_t 
       vector(p + "/attn/k_bias", kv_rows, 0.0);
       vector(p + "/attn/v_bias", kv_rows, 0.0);
     }
+    if (c.qk_norm) {
+      vector(p + "/attn/q_norm", q_rows, 1.0);
+      vector(p + "/attn/k_norm", kv_rows, 1.0);
+    }
     matrix(p + "/attn/o_proj", {d, q_rows});
     norm(p + "/mlp_norm");
     if (!c.is_moe_layer(i)) {

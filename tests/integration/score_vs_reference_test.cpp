@@ -99,7 +99,7 @@ TEST_P(ScoreVsReference, MatchesFloat64Reference) {
 
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
-  for (const char* family : {"mixtral", "qwen2moe", "prmoe"})
+  for (const char* family : {"mixtral", "qwen2moe", "prmoe", "olmoe"})
     for (bool ragged : {false, true})
       for (int batch : {1, 8}) cases.push_back({family, ragged, batch});
   return cases;

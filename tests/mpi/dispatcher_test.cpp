@@ -44,7 +44,7 @@ void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_
   std::mt19937 rng(seed + 7919u * static_cast<uint32_t>(me));
   const int64_t d = 5, k = model.top_k;
   // Rank 1 (when there is one) has no tokens: it still takes part.
-  const int64_t t = me == 1 ? 0 : std::uniform_int_distribution<int64_t>(1, 40)(rng);
+  const int64_t t = me == 1 ? 0 : std::uniform_int_distribution<int64_t>(8, 40)(rng);
   std::normal_distribution<float> normal;
   std::vector<float> x(static_cast<std::size_t>(t * d)), y(static_cast<std::size_t>(t * d));
   for (auto& v : x) v = normal(rng);
@@ -76,13 +76,20 @@ void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_
   float* rows = nullptr;
   std::vector<int64_t> offsets;
   const int64_t n = dispatcher.dispatch(0, plan, x.data(), d, rows, offsets);
-  ASSERT_EQ(static_cast<int64_t>(offsets.size()), lp.rank_count[me] + 1);
+  ASSERT_EQ(static_cast<int64_t>(offsets.size()), 2 * lp.rank_count[me] + 1);
   ASSERT_EQ(offsets.back(), n);
+  // Routed rows of a local expert, then its padding: what arrives equals what the plans kept.
+  double routed_here = 0, routed_all = 0;
+  for (int64_t local = 0; local < lp.rank_count[me]; ++local) routed_here += offsets[2 * local + 1] - offsets[2 * local];
+  for (int64_t e = 0; e < experts; ++e) routed_all += static_cast<double>(plan.kept[e] * lp.slices);
+  MPI_Allreduce(MPI_IN_PLACE, &routed_here, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, &routed_all, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT_EQ(routed_here, routed_all);
   std::vector<float> out(static_cast<std::size_t>(n * d));
   const double share = static_cast<double>(lp.ffn_end - lp.ffn_begin) / static_cast<double>(model.expert_ffn);
   for (int64_t local = 0; local < lp.rank_count[me]; ++local) {
     const double factor = static_cast<double>(lp.rank_first[me] + local + 1) * share;
-    for (int64_t r = offsets[local]; r < offsets[local + 1]; ++r)
+    for (int64_t r = offsets[2 * local]; r < offsets[2 * local + 2]; ++r)
       for (int64_t c = 0; c < d; ++c) out[r * d + c] = static_cast<float>(factor * rows[r * d + c]);
   }
   dispatcher.combine(0, plan, out.data(), d, y.data());

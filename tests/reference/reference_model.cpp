@@ -201,6 +201,7 @@ Config parse_config(const Model& m) {
     c.position = get_string(m, "position");
     if (c.position == "rope") c.rope_theta = get_double(m, "rope_theta");
     c.qkv_bias = get_bool(m, "qkv_bias");
+    c.qk_norm = m.attributes.count("qk_norm") ? get_bool(m, "qk_norm") : false;
     c.activation = get_string(m, "activation");
     c.dense_ffn = get_int(m, "dense_ffn");
     c.expert_ffn = get_int(m, "expert_ffn");
@@ -333,6 +334,10 @@ Vec attention_block(const Model& m, int layer, CSpan x) {
     Vec q = project("q_proj", "q_bias", H * hd);
     Vec k = project("k_proj", "k_bias", KV * hd);
     const Vec v = project("v_proj", "v_bias", KV * hd);
+    if (c.qk_norm) {  // one RMSNorm over each token's whole q (H*hd) and k (KV*hd) vector
+        q = rms_norm(q, m.tensor(p + "q_norm", {H * hd}).data, c.norm_eps);
+        k = rms_norm(k, m.tensor(p + "k_norm", {KV * hd}).data, c.norm_eps);
+    }
     if (c.position == "rope") {
         std::vector<std::int64_t> positions(x.size() / d);
         std::iota(positions.begin(), positions.end(), 0);

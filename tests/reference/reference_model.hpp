@@ -28,6 +28,7 @@ struct Config {
     std::int64_t num_heads = 0, num_kv_heads = 0, head_dim = 0, max_positions = 0;
     double norm_eps = 0.0, rope_theta = 0.0;
     bool qkv_bias = false, router_renormalize = false, tie_embeddings = false;
+    bool qk_norm = false;  // optional attribute: RMSNorm over whole q and k rows before RoPE
     std::int64_t dense_ffn = 0, expert_ffn = 0, top_k = 0, shared_ffn = 0;
     std::vector<std::int64_t> layer_num_experts;
 };

@@ -108,6 +108,7 @@ void expect_dynamic_plan(const DispatchPlan& plan, const Routing& r) {
   for (int64_t e = 0; e < r.experts; ++e) {
     const auto ue = static_cast<std::size_t>(e);
     EXPECT_EQ(plan.expert_offsets[ue + 1] - plan.expert_offsets[ue], counts[ue]) << "expert " << e;
+    EXPECT_EQ(plan.kept[ue], counts[ue]) << "expert " << e;
     EXPECT_EQ(plan_rows(plan, plan.expert_offsets[ue], plan.expert_offsets[ue + 1]), expected[ue])
         << "rows of expert " << e;
   }
@@ -169,6 +170,7 @@ void expect_static_plan(const DispatchPlan& plan, const Routing& r, int64_t capa
   for (int64_t e = 0; e < r.experts; ++e) {
     const auto ue = static_cast<std::size_t>(e);
     EXPECT_EQ(plan.expert_offsets[ue], e * capacity);
+    EXPECT_EQ(plan.kept[ue], std::min(capacity, counts[ue])) << "routed rows placed for expert " << e;
     // The first min(count, capacity) routed rows in token order, then weight-0 padding rows.
     std::vector<Row> want(expected[ue].begin(),
                           expected[ue].begin() + static_cast<std::ptrdiff_t>(std::min(capacity, counts[ue])));

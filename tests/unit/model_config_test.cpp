@@ -77,6 +77,7 @@ void expect_same(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.position, b.position);
   EXPECT_EQ(a.rope_theta, b.rope_theta);
   EXPECT_EQ(a.qkv_bias, b.qkv_bias);
+  EXPECT_EQ(a.qk_norm, b.qk_norm);
   EXPECT_EQ(a.activation, b.activation);
   EXPECT_EQ(a.dense_ffn, b.dense_ffn);
   EXPECT_EQ(a.expert_ffn, b.expert_ffn);
@@ -162,6 +163,12 @@ TEST(ModelConfig, Qwen2MoeTinySpec) {
   EXPECT_EQ(c.layer_num_experts, (std::vector<int64_t>{0, 12, 12}));
 }
 
+TEST(ModelConfig, OlmoeTinySpecHasQkNorm) {
+  const ModelConfig c = load_spec("olmoe-tiny.yaml");
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(load_spec("mixtral-tiny.yaml").qk_norm);  // absent key: off
+}
+
 TEST(ModelConfig, PrMoeTinySpec) {
   const ModelConfig c = load_spec("prmoe-tiny.yaml");
   EXPECT_EQ(c.family, "prmoe");
@@ -179,7 +186,7 @@ TEST(ModelConfig, PrMoeTinySpec) {
 // --- attributes -----------------------------------------------------------------------------------
 
 TEST(ModelConfig, AttributesRoundTrip) {
-  for (const char* name : {"mixtral-tiny.yaml", "qwen2moe-tiny.yaml", "prmoe-tiny.yaml"}) {
+  for (const char* name : {"mixtral-tiny.yaml", "qwen2moe-tiny.yaml", "prmoe-tiny.yaml", "olmoe-tiny.yaml"}) {
     SCOPED_TRACE(name);
     const ModelConfig c = load_spec(name);
     const AttrMap attrs = c.to_attributes();

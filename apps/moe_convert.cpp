@@ -1,0 +1,36 @@
+// moe-convert: a Hugging Face checkpoint folder (config.json + *.safetensors) -> our HDF5
+// checkpoint (docs/models.md lists the architectures and the conventions they follow).
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+
+#include "core/error.hpp"
+#include "io/hf_import.hpp"
+#include "main_support.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe-convert: import a Hugging Face MoE checkpoint into moebatch's HDF5 format.", "moe-convert"};
+  app.set_version_flag("--version", std::string("moe-convert ") + MOE_VERSION);
+  std::string hf_dir, out, dtype = "f32";
+  app.add_option("HF_DIR", hf_dir, "folder with config.json and model.safetensors (or shards + index)")->required();
+  app.add_option("OUT", out, "checkpoint to write (HDF5)")->required();
+  app.add_option("--dtype", dtype, "stored weight type (bf16 rounds to nearest even)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return moe::run_main("moe-convert", argc, argv, [&] {
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MOE_CHECK(size == 1, "moe-convert runs on one rank (started on {})", size);
+    const moe::HfConvertSummary s =
+        moe::convert_hf_checkpoint(hf_dir, out, dtype == "bf16" ? moe::DType::bf16 : moe::DType::f32, MPI_COMM_SELF);
+    fmt::print("moe-convert: {} ({} layers, {:.2f} M parameters), {} tensors, {:.1f} MB read -> {} ({})\n",
+               s.architecture, s.config.num_layers, static_cast<double>(s.config.parameter_count()) / 1e6,
+               s.num_tensors, static_cast<double>(s.input_bytes) / 1e6, out, dtype);
+    return 0;
+  });
+}
