@@ -10,17 +10,6 @@
 namespace moe::test {
 namespace {
 
-double max_abs_diff(const Array& a, const Array& b) {
-  EXPECT_EQ(a.shape, b.shape);
-  double worst = 0.0;
-  for (std::size_t i = 0; i < std::min(a.values.size(), b.values.size()); ++i) {
-    const bool nan_a = std::isnan(a.values[i]);
-    EXPECT_EQ(nan_a, std::isnan(b.values[i])) << "NaN pattern differs at " << i;
-    if (!nan_a) worst = std::max(worst, std::abs(a.values[i] - b.values[i]));
-  }
-  return worst;
-}
-
 void expect_same_as_one_rank(const std::string& family, int num_seqs, int batch_size) {
   ScratchDir dir("dp-" + family);
   auto r = run_command(program("moe-synth") + " model " + input_file("models/" + family + "-tiny.yaml") + " " +

@@ -13,25 +13,10 @@
 #include "reference_model.hpp"
 #include "support/h5_read.hpp"
 #include "support/process.hpp"
+#include "support/report.hpp"
 
 namespace moe::test {
 namespace {
-
-double max_abs_diff(const Array& a, const Array& b) {
-  EXPECT_EQ(a.shape, b.shape);
-  double worst = 0.0;
-  for (std::size_t i = 0; i < std::min(a.values.size(), b.values.size()); ++i) {
-    const bool nan_a = std::isnan(a.values[i]);
-    EXPECT_EQ(nan_a, std::isnan(b.values[i])) << "NaN pattern differs at " << i;
-    if (!nan_a) worst = std::max(worst, std::abs(a.values[i] - b.values[i]));
-  }
-  return worst;
-}
-
-nlohmann::json read_report(const std::string& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
 
 int64_t dropped_rows(const nlohmann::json& report) {
   int64_t total = 0;

@@ -1,5 +1,10 @@
 #include "support/h5_read.hpp"
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
 #include <hdf5.h>
 
 #include <stdexcept>
@@ -48,6 +53,17 @@ std::string read_string_attribute(const std::string& path, const std::string& na
   }
   H5Fclose(file);
   return value;
+}
+
+double max_abs_diff(const Array& a, const Array& b) {
+  EXPECT_EQ(a.shape, b.shape);
+  double worst = 0.0;
+  for (std::size_t i = 0; i < std::min(a.values.size(), b.values.size()); ++i) {
+    const bool nan_a = std::isnan(a.values[i]);
+    EXPECT_EQ(nan_a, std::isnan(b.values[i])) << "NaN pattern differs at " << i;
+    if (!nan_a) worst = std::max(worst, std::abs(a.values[i] - b.values[i]));
+  }
+  return worst;
 }
 
 }  // namespace moe::test
