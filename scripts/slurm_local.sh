@@ -39,6 +39,9 @@ ClusterName=moebatch-local
 SlurmctldHost=$node(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire seconds before it may start again (default 120): 10 here so
+# that the resume tests do not idle. Step credentials live as long, plenty for one host.
+AuthInfo=cred_expire=10
 CredType=cred/munge
 # Debian's OpenMPI speaks only PMIx: pmi2 and none fail in MPI_Init.
 MpiDefault=pmix
@@ -51,7 +54,8 @@ SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 # An oversized job is refused at submission instead of pending forever.
 EnforcePartLimits=ALL
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+# Schedule at once on submission, and every second for jobs whose begin time passed (requeued).
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=1,bf_interval=5
 MailProg=/bin/true
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
