@@ -115,18 +115,24 @@ TEST_F(Resume, SigtermAtTwentyRandomPointsThenResumeGivesTheSameBytes) {
     if (one_rank && !ranks.empty()) ranks = {ranks[rng() % ranks.size()]};
     for (pid_t rank : ranks) kill(rank, SIGTERM);
     const int code = run.wait();
+    int done_before = 0;  // batches in the journal when the resumed run starts
     if (code == kStoppedExitCode) {
       ++stopped;
       EXPECT_THAT(run.output(), HasSubstr("run again with --resume"));
-      EXPECT_LT(batches_done(where + "/scores.h5"), kNumBatches) << "a stopped run's journal lists every batch";
+      done_before = batches_done(where + "/scores.h5");
+      EXPECT_LT(done_before, kNumBatches) << "a stopped run's journal lists every batch";
     } else if (code == 0) {
       ++completed;  // the signal came after the last step
     } else {
       ++killed;  // before moe-score installed its handler: the default action ended it
       EXPECT_TRUE(in_startup) << "exit code " << code << " from a stop in the batch loop:\n" << run.output();
     }
+    if (code == 0) done_before = kNumBatches;
     const auto resumed = run_command("cd " + where + " && timeout 120 " + score_command(" --resume"));
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    // The resumed run scored exactly the batches the journal did not list (every batch is full).
+    EXPECT_THAT(resumed.output,
+                HasSubstr("moe-score: " + std::to_string((kNumBatches - done_before) * kBatchSize) + " sequences"));
     const auto same = run_command("cmp " + reference() + " " + where + "/scores.h5");
     EXPECT_EQ(same.exit_code, 0) << "resumed output differs from the uninterrupted one: " << same.output;
     std::filesystem::remove_all(where);
