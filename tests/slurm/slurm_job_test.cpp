@@ -74,14 +74,14 @@ class SlurmJob : public testing::Test {
     if (!slurm_is_up()) GTEST_SKIP() << "no Slurm controller answers (scripts/slurm_local.sh start)";
   }
 
-  // Submits jobs/score.sbatch from a new folder `name`; returns the job id.
-  static std::string submit(const std::string& name) {
+  // Submits jobs/score.sbatch from a new folder `name` (launcher: srun or mpirun); returns the job id.
+  static std::string submit(const std::string& name, const std::string& launcher = "srun") {
     const std::string where = dir_->file(name);
     std::filesystem::create_directories(where);
     // Waiting ranks yield the core: this machine's 2 cores are shared with the rest of the suite.
     const auto r = run_command("cd " + where + " && sbatch --parsable --ntasks=" + std::to_string(kRanks) +
                                " --time=10 --output=job.log --export=ALL,MOE_SCORE=" + program("moe-score") +
-                               ",OMPI_MCA_mpi_yield_when_idle=1 " + MOE_TEST_JOBS_DIR + "/score.sbatch ../run.yaml");
+                               ",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1,OMPI_MCA_mpi_yield_when_idle=1,MOE_LAUNCHER=" + launcher + " " + MOE_TEST_JOBS_DIR + "/score.sbatch ../run.yaml");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return r.output.substr(0, r.output.find_first_of(";\n"));
   }
@@ -98,11 +98,12 @@ class SlurmJob : public testing::Test {
     return fields;
   }
 
-  // Waits until the job's log shows `batches` or more batches done.
-  static bool wait_for_progress(const std::string& log, int batches, int timeout_seconds = 120) {
+  // Waits until the job's log shows `batches` or more batches done; false if the job ends first.
+  static bool wait_for_progress(const std::string& id, const std::string& log, int batches,
+                                int timeout_seconds = 120) {
     static const std::regex done(R"(batches (\d+)/)");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
-    while (std::chrono::steady_clock::now() < deadline) {
+    while (std::chrono::steady_clock::now() < deadline && !finished(job_fields(id)["JobState"])) {
       const std::string text = read_file(log);
       for (auto it = std::sregex_iterator(text.begin(), text.end(), done); it != std::sregex_iterator(); ++it)
         if (std::stoi((*it)[1]) >= batches) return true;
@@ -116,10 +117,11 @@ class SlurmJob : public testing::Test {
   }
 
   // A job stopped by `scancel_options` after some batches must requeue itself and finish.
-  static void expect_stop_then_requeue(const std::string& name, const std::string& scancel_options) {
-    const std::string id = submit(name);
+  static void expect_stop_then_requeue(const std::string& name, const std::string& scancel_options,
+                                       const std::string& launcher = "srun") {
+    const std::string id = submit(name, launcher);
     const std::string log = dir_->file(name + "/job.log");
-    ASSERT_TRUE(wait_for_progress(log, 10)) << read_file(log);
+    ASSERT_TRUE(wait_for_progress(id, log, 10)) << read_file(log);
     const auto r = run_command("scancel " + scancel_options + " " + id);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     auto fields = wait_for(id);
@@ -152,6 +154,12 @@ TEST_F(SlurmJob, ScoreJobWritesWhatMpirunWrites) {
 // What --signal=B:USR1@120 does before a time limit: SIGUSR1 to the batch script, which forwards it.
 TEST_F(SlurmJob, TimeLimitWarningStopsRequeuesAndFinishes) {
   expect_stop_then_requeue("warned", "--signal=USR1 --batch");
+}
+
+// The same with mpirun inside the allocation (the launcher where Slurm has no PMIx): mpirun
+// forwards the script's SIGUSR1 to its ranks.
+TEST_F(SlurmJob, MpirunInTheAllocationStopsRequeuesAndFinishes) {
+  expect_stop_then_requeue("mpirun", "--signal=USR1 --batch", "mpirun");
 }
 
 // SIGTERM to every rank of the job's steps (what a preemption or an operator's signal looks like).
