@@ -20,9 +20,10 @@ namespace {
 
 using testing::HasSubstr;
 
-// 2 ranks, 300 sequences in batches of 2: 75 steps, a few seconds under srun here.
+// 2 ranks, 3000 sequences in batches of 2: 750 steps, 2 s or more here, so that a signal sent
+// after the first progress lines lands well before the end.
 constexpr int kRanks = 2;
-constexpr int kNumSeqs = 300;
+constexpr int kNumSeqs = 3000;
 
 bool slurm_is_up() { return run_command("scontrol ping").output.find("is UP") != std::string::npos; }
 
