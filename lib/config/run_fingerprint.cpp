@@ -12,12 +12,12 @@ namespace moe {
 
 namespace {
 
-const std::set<std::string> kKeysThatDoNotChangeResults = {"model", "input", "output", "report",
-                                                           "progress_seconds"};
+const std::set<std::string> kKeysThatDoNotChangeResults = {"model", "input", "output", "report", "progress_seconds"};
 
 void flatten(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& lines) {
   if (node.IsMap()) {
-    for (const auto& item : node) flatten(item.second, prefix + (prefix.empty() ? "" : ".") + item.first.as<std::string>(), lines);
+    for (const auto& item : node)
+      flatten(item.second, prefix + (prefix.empty() ? "" : ".") + item.first.as<std::string>(), lines);
     return;
   }
   if (kKeysThatDoNotChangeResults.count(prefix)) return;

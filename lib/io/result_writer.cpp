@@ -39,10 +39,10 @@ void check_same_run(const h5::File& file, const ResultAttributes& attrs, int64_t
     const char* what;
     const std::string* expected;
   };
-  const Field identity[] = {{"model_checksum", "model", &attrs.model_checksum},
-                            {"input_checksum", "input", &attrs.input_checksum},
-                            {"run_config_hash", "run configuration (batch_size, parallel.*, moe.*, ...)",
-                             &attrs.run_config_hash}};
+  const Field identity[] = {
+      {"model_checksum", "model", &attrs.model_checksum},
+      {"input_checksum", "input", &attrs.input_checksum},
+      {"run_config_hash", "run configuration (batch_size, parallel.*, moe.*, ...)", &attrs.run_config_hash}};
   for (const Field& field : identity) {
     const std::string found = text_attribute(stored, field.key);
     MOE_CHECK(found == *field.expected, "{}: was written with a different {} ({} {}, this run's {}); {}", path,

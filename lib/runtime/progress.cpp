@@ -1,10 +1,10 @@
 #include "runtime/progress.hpp"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
-#include <fmt/format.h>
 
 #include "core/timer.hpp"
 
@@ -22,7 +22,9 @@ std::string duration_text(double seconds) {
 
 // A bar only for a person watching a terminal. OpenMPI hands its ranks a pseudo-terminal even when
 // mpirun's own output goes to a file, so under mpirun the bar would fill job logs: lines there.
-bool draws_bar(std::FILE* out) { return isatty(fileno(out)) != 0 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr; }
+bool draws_bar(std::FILE* out) {
+  return isatty(fileno(out)) != 0 && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
+}
 
 }  // namespace
 

@@ -11,7 +11,9 @@ namespace {
 // Written by the handler, read by the batch loop: only sig_atomic_t is safe to share with one.
 volatile std::sig_atomic_t g_stop_signal = 0;
 
-extern "C" void record_stop_signal(int signal) { g_stop_signal = signal; }
+extern "C" void record_stop_signal(int signal) {
+  g_stop_signal = signal;
+}
 
 }  // namespace
 
@@ -25,7 +27,9 @@ void install_stop_handlers() {
     MOE_CHECK(sigaction(signal, &action, nullptr) == 0, "cannot install the handler for signal {}", signal);
 }
 
-int stop_signal_received() { return g_stop_signal; }
+int stop_signal_received() {
+  return g_stop_signal;
+}
 
 bool stop_requested(MPI_Comm comm) {
   int stop = g_stop_signal != 0 ? 1 : 0;

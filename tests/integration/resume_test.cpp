@@ -8,7 +8,6 @@
 // RESUME_TEST_SEED=N repeats a sequence of points.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <signal.h>
 
 #include <chrono>
@@ -46,7 +45,8 @@ class Resume : public testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.output;
     // Relative paths: every run works in a folder of its own and writes scores.h5 there, so that
     // the run file stored in the results (an attribute) is the same for all of them.
-    write_run_file(*dir_, "../model.h5", "../tokens.h5", "scores.h5", "batch_size: " + std::to_string(kBatchSize) + "\n");
+    write_run_file(*dir_, "../model.h5", "../tokens.h5", "scores.h5",
+                   "batch_size: " + std::to_string(kBatchSize) + "\n");
     std::filesystem::create_directory(dir_->file("reference"));
     r = run_command("cd " + dir_->file("reference") + " && " + score_command());
     ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -101,7 +101,8 @@ TEST_F(Resume, SigtermAtTwentyRandomPointsThenResumeGivesTheSameBytes) {
     const bool in_startup = i == startup_points[0] || i == startup_points[1];
     const int after_batches = static_cast<int>(rng() % (kNumBatches / 2));
     const bool one_rank = rng() % 2 == 0;
-    SCOPED_TRACE("point " + std::to_string(i) + (in_startup ? ": during start-up" : ": after batch " + std::to_string(after_batches)) +
+    SCOPED_TRACE("point " + std::to_string(i) +
+                 (in_startup ? ": during start-up" : ": after batch " + std::to_string(after_batches)) +
                  (one_rank ? ", one rank" : ", every rank"));
     ChildProcess run(score_command(), where);
     std::vector<pid_t> ranks;
@@ -190,7 +191,8 @@ TEST_F(Resume, OutputOfAnotherRunIsRefused) {
     EXPECT_EQ(run_command("cmp " + reference() + " " + where + "/scores.h5").exit_code, 0) << "refused output changed";
   }
   // A file that is not moe-score output (here: a checkpoint) is not overwritten either.
-  std::filesystem::copy_file(dir_->file("model.h5"), where + "/scores.h5", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(dir_->file("model.h5"), where + "/scores.h5",
+                             std::filesystem::copy_options::overwrite_existing);
   r = run_command("cd " + where + " && timeout 60 " + score_command(" --resume"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("has no resume journal"));

@@ -25,7 +25,9 @@ using testing::HasSubstr;
 constexpr int kRanks = 2;
 constexpr int kNumSeqs = 3000;
 
-bool slurm_is_up() { return run_command("scontrol ping").output.find("is UP") != std::string::npos; }
+bool slurm_is_up() {
+  return run_command("scontrol ping").output.find("is UP") != std::string::npos;
+}
 
 // Fields of `scontrol show job ID` (JobState, Restarts, ExitCode, ...).
 std::map<std::string, std::string> job_fields(const std::string& id) {
@@ -80,9 +82,11 @@ class SlurmJob : public testing::Test {
     const std::string where = dir_->file(name);
     std::filesystem::create_directories(where);
     // Waiting ranks yield the core: this machine's 2 cores are shared with the rest of the suite.
-    const auto r = run_command("cd " + where + " && sbatch --parsable --ntasks=" + std::to_string(kRanks) +
-                               " --time=10 --output=job.log --export=ALL,MOE_SCORE=" + program("moe-score") +
-                               ",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1,OMPI_MCA_mpi_yield_when_idle=1,MOE_LAUNCHER=" + launcher + " " + MOE_TEST_JOBS_DIR + "/score.sbatch ../run.yaml");
+    const auto r = run_command(
+        "cd " + where + " && sbatch --parsable --ntasks=" + std::to_string(kRanks) +
+        " --time=10 --output=job.log --export=ALL,MOE_SCORE=" + program("moe-score") +
+        ",OMPI_ALLOW_RUN_AS_ROOT=1,OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1,OMPI_MCA_mpi_yield_when_idle=1,MOE_LAUNCHER=" +
+        launcher + " " + MOE_TEST_JOBS_DIR + "/score.sbatch ../run.yaml");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return r.output.substr(0, r.output.find_first_of(";\n"));
   }
@@ -100,8 +104,7 @@ class SlurmJob : public testing::Test {
   }
 
   // Waits until the job's log shows `batches` or more batches done; false if the job ends first.
-  static bool wait_for_progress(const std::string& id, const std::string& log, int batches,
-                                int timeout_seconds = 120) {
+  static bool wait_for_progress(const std::string& id, const std::string& log, int batches, int timeout_seconds = 120) {
     static const std::regex done(R"(batches (\d+)/)");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
     while (std::chrono::steady_clock::now() < deadline && !finished(job_fields(id)["JobState"])) {
@@ -114,7 +117,8 @@ class SlurmJob : public testing::Test {
   }
 
   static bool same_as_reference(const std::string& name) {
-    return run_command("cmp " + dir_->file("reference/scores.h5") + " " + dir_->file(name + "/scores.h5")).exit_code == 0;
+    return run_command("cmp " + dir_->file("reference/scores.h5") + " " + dir_->file(name + "/scores.h5")).exit_code ==
+           0;
   }
 
   // A job stopped by `scancel_options` after some batches must requeue itself and finish.

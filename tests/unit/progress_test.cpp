@@ -1,12 +1,12 @@
 // Rank 0's progress lines (runtime/progress.hpp) when the output is not a terminal: batches,
 // tokens, tokens/s and ETA, at most once per interval, nothing when disabled.
+#include "runtime/progress.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <string>
-
-#include "runtime/progress.hpp"
 
 namespace moe::test {
 namespace {
