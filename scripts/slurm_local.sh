@@ -135,6 +135,8 @@ stop_pid_file() {  # stop_pid_file NAME: SIGTERM the PID in $state/NAME.pid, SIG
   log "$1 stopped (pid $pid)"
 }
 
+start_ticks() { awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null; }
+
 stop() {
   if pid_alive "$state/slurmctld.pid" && controller_up; then
     # Cancel every job first: slurmd then ends its slurmstepd processes itself.
@@ -149,13 +151,17 @@ stop() {
       done
     fi
   fi
-  # Step daemons of this node that outlived their jobs: children of our slurmd's session.
-  local slurmd_pid=""
-  pid_alive "$state/slurmd.pid" && slurmd_pid=$(cat "$state/slurmd.pid")
+  # Step daemons that outlived their jobs were forked by our slurmd: slurmstepd processes that
+  # started after it did (field 22 of /proc/PID/stat: start time in clock ticks since boot).
+  local slurmd_start=""
+  pid_alive "$state/slurmd.pid" && slurmd_start=$(start_ticks "$(cat "$state/slurmd.pid")")
   stop_pid_file slurmd
   stop_pid_file slurmctld
-  if [[ -n $slurmd_pid ]]; then
+  if [[ -n $slurmd_start ]]; then
     for pid in $(pgrep -x slurmstepd || true); do
+      local started
+      started=$(start_ticks "$pid") || continue
+      ((started >= slurmd_start)) || continue
       log "slurmstepd $pid outlived slurmd; stopping it"
       kill -9 "$pid" 2>/dev/null || true
     done
