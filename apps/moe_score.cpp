@@ -8,6 +8,7 @@
 #include "config/run_config.hpp"
 #include "main_support.hpp"
 #include "runtime/engine.hpp"
+#include "runtime/signals.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -21,8 +22,15 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--set", overrides, "override a run-file key, e.g. --set batch_size=16 --set moe.gating=static")
       ->type_name("KEY=VALUE");
+  bool resume = false;
+  app.add_flag("--resume", resume,
+               "continue the output of an earlier run of the same model, input and configuration (skipping the "
+               "batches its journal lists); start afresh when there is no output yet");
   app.set_version_flag("--version", std::string("moe-score ") + MOE_VERSION);
-  app.footer("Example: mpirun -np 2 moe-score inputs/example.yaml --set output=scores.h5");
+  app.footer(
+      "Example: mpirun -np 2 moe-score inputs/example.yaml --set output=scores.h5\n"
+      "SIGTERM or SIGUSR1 stops every rank after the step in flight, with the finished batches in the output's\n"
+      "journal, and exit code 75; run again with --resume to finish (docs/slurm.md).");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -32,6 +40,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return moe::run_main("moe-score", argc, argv, [&] {
+    // First, so that a signal at any later point stops the run cleanly instead of killing it.
+    moe::install_stop_handlers();
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     moe::RunConfig config;
@@ -42,7 +52,13 @@ int main(int argc, char** argv) {
     } catch (const moe::Error& e) {
       throw moe::CollectiveError(e.what());
     }
-    outcome = moe::run_scoring(config, MPI_COMM_WORLD, stdout);
+    outcome = moe::run_scoring(config, MPI_COMM_WORLD, stdout, resume);
+    if (outcome.stopped) {
+      if (rank == 0)
+        fmt::print("moe-score: stopped by a signal with {} of {} batches in {}; run again with --resume to finish\n",
+                   outcome.batches_done, outcome.batches_total, config.output);
+      return moe::kStoppedExitCode;
+    }
     if (rank == 0) {
       const auto& r = outcome.report;
       fmt::print("moe-score: {} sequences, {} tokens on {} rank(s) in {:.2f} s: {:.0f} tokens/s -> {}\n",

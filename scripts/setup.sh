@@ -11,6 +11,8 @@ packages=(
   libgtest-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   python3-h5py python3-numpy
+  # Slurm jobs, resume tests and scaling studies (scripts/slurm_local.sh, scripts/plot_scaling.py)
+  slurm-wlm munge python3-matplotlib
 )
 
 missing=()

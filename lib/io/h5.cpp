@@ -113,8 +113,24 @@ File File::create(const std::string& path, MPI_Comm comm) {
   File f;
   f.path_ = path;
   Handle fapl = file_access(comm);
-  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  // The root group's creation times would make two identical runs differ (datasets: below).
+  Handle fcpl(MOE_H5_CHECK(H5Pcreate(H5P_FILE_CREATE)));
+  MOE_H5_CHECK(H5Pset_obj_track_times(fcpl.get(), false));
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   MOE_CHECK(id >= 0, "{}: cannot create HDF5 file (does the folder exist and is it writable?)", path);
+  f.file_ = Handle(id);
+  return f;
+}
+
+File File::open_readwrite(const std::string& path, MPI_Comm comm) {
+  silence_hdf5();
+  MOE_CHECK(std::filesystem::exists(path), "{}: no such file", path);
+  MOE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
+  File f;
+  f.path_ = path;
+  Handle fapl = file_access(comm);
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get());
+  MOE_CHECK(id >= 0, "{}: cannot open HDF5 file for writing", path);
   f.file_ = Handle(id);
   return f;
 }
@@ -212,6 +228,8 @@ void File::create_dataset(const std::string& dataset, const std::vector<int64_t>
   // Parallel HDF5 needs space allocated at creation; nothing is pre-filled since every element is written.
   MOE_H5_CHECK(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY));
   MOE_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
+  // No creation/modification times: identical runs write identical files.
+  MOE_H5_CHECK(H5Pset_obj_track_times(dcpl.get(), false));
   const hid_t ds = H5Dcreate2(id(), dataset.c_str(), native_type<T>(), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT);
   MOE_CHECK(ds >= 0, "{}: cannot create dataset '{}' of shape {}", path_, dataset, shape_text(shape));
   Handle closer(ds);

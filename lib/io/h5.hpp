@@ -42,8 +42,11 @@ class File {
  public:
   // Opens an existing file read-only (collective over comm). Errors name the path.
   static File open_read(const std::string& path, MPI_Comm comm);
-  // Creates (truncates) a file for writing (collective over comm).
+  // Creates (truncates) a file for writing (collective over comm). Objects carry no timestamps,
+  // so the same writes give the same bytes (a resumed run's output equals an uninterrupted one).
   static File create(const std::string& path, MPI_Comm comm);
+  // Opens an existing file for reading and writing (collective over comm): resuming a run.
+  static File open_readwrite(const std::string& path, MPI_Comm comm);
 
   const std::string& path() const { return path_; }
   hid_t id() const { return file_.get(); }

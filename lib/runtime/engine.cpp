@@ -11,6 +11,7 @@
 
 #include "backend/backend.hpp"
 #include "comm/communicator.hpp"
+#include "config/run_fingerprint.hpp"
 #include "core/error.hpp"
 #include "core/timer.hpp"
 #include "io/checkpoint.hpp"
@@ -22,9 +23,11 @@
 #include "moe/alltoall_dispatcher.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
+#include "runtime/batch_schedule.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/progress.hpp"
 #include "runtime/report.hpp"
+#include "runtime/signals.hpp"
 
 namespace moe {
 
@@ -97,7 +100,7 @@ int threads_per_rank(const RunConfig& config, MPI_Comm comm) {
 
 }  // namespace
 
-RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* log) {
+RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* log, bool resume) {
   const double start = now_seconds();
   PhaseTimes times;
   auto world = make_mpi_communicator(world_comm);
@@ -151,24 +154,38 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     });
   }
 
-  // Global batch b holds sequences [b * B, (b + 1) * B); at step s data-parallel group g runs
-  // batch s * dp + g, its tp ranks together. Every rank takes part in every step (a group without
-  // a batch runs an empty one), as the MoE all-to-alls and collective writes require.
+  // Global batch b holds sequences [b * B, (b + 1) * B). The results file (with its resume
+  // journal) is opened first: the schedule deals the batches not yet done out to the dp groups;
+  // at step s group g runs pending batch s * dp + g, its tp ranks together. Every rank takes part
+  // in every step (a group without a batch runs an empty one), as the MoE all-to-alls and the
+  // collective writes require.
   const int64_t n = tokens->num_seqs();
   const int64_t bsz = config.batch_size;
   const int64_t dp = topology->dp_size;
   const int64_t group = topology->dp_rank;
   const int64_t num_batches = (n + bsz - 1) / bsz;
-  const int64_t num_steps = (num_batches + dp - 1) / dp;
+  std::unique_ptr<ResultWriter> writer;
+  agree(world_comm, [&] {
+    const ResultAttributes attrs{
+        ckpt->fingerprint(), tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
+    writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens, attrs, resume);
+  });
+  const BatchSchedule schedule(writer->journal(), dp);
+  const int64_t num_steps = schedule.num_steps();
+  // Sequences [first, end) of global batch b; b = -1 (an idle rank) is empty.
+  const auto first_seq = [&](int64_t b) { return b >= 0 ? b * bsz : n; };
+  const auto end_seq = [&](int64_t b) { return b >= 0 ? std::min(n, (b + 1) * bsz) : n; };
+  const auto batch_tokens = [&](int64_t b) {
+    int64_t sum = 0;
+    for (int64_t s = first_seq(b); s < end_seq(b); ++s) sum += tokens->length(s);
+    return sum;
+  };
   int64_t max_tokens = 0;
   int64_t max_len = 0;
-  for (int64_t b = group; b < num_batches; b += dp) {
-    int64_t batch_tokens = 0;
-    for (int64_t s = b * bsz; s < std::min(n, (b + 1) * bsz); ++s) {
-      batch_tokens += tokens->length(s);
-      max_len = std::max(max_len, tokens->length(s));
-    }
-    max_tokens = std::max(max_tokens, batch_tokens);
+  for (int64_t step = 0; step < num_steps; ++step) {
+    const int64_t b = schedule.batch(step, group);
+    for (int64_t s = first_seq(b); s < end_seq(b); ++s) max_len = std::max(max_len, tokens->length(s));
+    max_tokens = std::max(max_tokens, batch_tokens(b));
   }
   {
     ScopedPhase phase(&times, "warmup");
@@ -176,55 +193,66 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   }
   const std::size_t growths_after_reserve = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
 
-  std::unique_ptr<ResultWriter> writer;
-  agree(world_comm, [&] {
-    writer =
-        std::make_unique<ResultWriter>(config.output, world_comm, *tokens,
-                                       ResultAttributes{ckpt->fingerprint(), tokens->checksum(), config.effective_yaml});
-  });
-  Progress progress(num_steps, tokens->total_tokens(), config.progress_seconds, rank == 0, log);
+  ProgressTotals done{schedule.num_done_before(), 0};
+  for (int64_t b = 0; b < num_batches; ++b)
+    if (writer->journal()[static_cast<std::size_t>(b)] != 0) done.tokens += batch_tokens(b);
+  const ProgressTotals done_before = done;
+  Progress progress({num_batches, tokens->total_tokens()}, done_before, config.progress_seconds, rank == 0, log);
   TokenBatch batch;
   std::vector<float> logprobs(static_cast<std::size_t>(max_tokens));
-  int64_t tokens_done = 0;
-  int64_t seqs_done = 0;
+  int64_t seqs_this_run = 0;
+  bool stopped = false;
   const double loop_start = now_seconds();
   const bool writes = topology->tp_rank == 0;  // one rank of each group writes its results
   TokenBatch no_batch;
   tokens->read(0, 0, no_batch);
   for (int64_t step = 0; step < num_steps; ++step) {
-    const int64_t b = step * dp + group;
-    const int64_t first = std::min(n, b * bsz);
-    const int64_t count = b < num_batches ? std::min(bsz, n - first) : 0;
+    // Asked of all ranks together, so that all stop after the same step (runtime/signals.hpp).
+    if (stop_requested(world_comm)) {
+      stopped = true;
+      break;
+    }
+    const int64_t b = schedule.batch(step, group);
     {
       ScopedPhase phase(&times, "read");
-      tokens->read(first, count, batch);
+      tokens->read(first_seq(b), end_seq(b) - first_seq(b), batch);
     }
     transformer->score(batch, logprobs.data(), &times);
     {
       ScopedPhase phase(&times, "write");
       writer->write_batch(writes ? batch : no_batch, logprobs.data());
+      writer->mark_done(writes ? b : -1);  // the resume journal: durable after the results
     }
-    // Tokens done by the whole job: every group's batch of this step is complete.
-    const int64_t last_seq = std::min(n, (step + 1) * dp * bsz);
-    if (rank == 0) {
-      for (; seqs_done < last_seq; ++seqs_done) tokens_done += tokens->length(seqs_done);
-      progress.update(step + 1, tokens_done);
+    // What the whole job has done: every group's batch of this step is complete.
+    for (int64_t slot = 0; slot < dp; ++slot) {
+      const int64_t done_batch = schedule.batch(step, slot);
+      done.batches += done_batch >= 0 ? 1 : 0;
+      done.tokens += batch_tokens(done_batch);
+      seqs_this_run += end_seq(done_batch) - first_seq(done_batch);
     }
+    progress.update(done);
   }
+  const bool writer_resumed = writer->resumed();
   writer->close();
   const double loop_seconds = now_seconds() - loop_start;
-  progress.finish(tokens->total_tokens());
+  progress.finish(done);
   const std::size_t growths = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
 
   ReportInputs in{config, model, *world, *backend, *transformer, *experts, times};
   in.topology = topology.get();
   in.total_seconds = now_seconds() - start;
   in.loop_seconds = loop_seconds;
-  in.num_seqs = n;
-  in.num_tokens = tokens->total_tokens();
+  // Throughput counts this run's work: a resumed or stopped run did only part of the input.
+  in.num_seqs = seqs_this_run;
+  in.num_tokens = done.tokens - done_before.tokens;
   in.num_steps = num_steps;
   in.workspace_growths_in_loop = growths - growths_after_reserve;
-  RunOutcome outcome{make_report(in)};
+  RunOutcome outcome{make_report(in), stopped, done.batches, num_batches};
+  outcome.report["resume"] = {{"resumed", writer_resumed},
+                              {"batches_total", num_batches},
+                              {"batches_done_before", done_before.batches},
+                              {"batches_done", done.batches},
+                              {"stopped_by_signal", stopped}};
   // Written by rank 0; agreed on so that a failure ends every rank together.
   agree(world_comm, [&] {
     if (rank != 0 || config.report.empty()) return;
