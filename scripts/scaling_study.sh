@@ -6,8 +6,8 @@
 # Sets up and builds (like scripts/example.sh), starts the local Slurm unless it runs already (and
 # then stops it again at the end), makes a tiny Mixtral-like model and the token sets (strong
 # scaling: the same 256 sequences for every world size; weak scaling: 64 per rank), submits
-# jobs/scaling.sbatch over 1, 2, 4 and 8 ranks (flat and hierarchical all-to-all, dynamic and static
-# gating), waits for it, and writes STUDY_DIR/plots/*.png with scripts/plot_scaling.py.
+# jobs/scaling.sbatch over 1, 2, 4 and 8 ranks (tp 1 and 2, flat and hierarchical all-to-all, dynamic
+# and static gating), waits for it, and writes STUDY_DIR/plots/*.png with scripts/plot_scaling.py.
 # The sweep's environment variables (WORLDS, TPS, ALLTOALLS, GATINGS, RANKS_PER_NODE; see
 # jobs/scaling.sbatch) pass through; MOE_PRESET=cpu builds with the CPU-only preset (build-cpu/).
 # About two minutes here.
@@ -46,6 +46,8 @@ output: scores.h5
 batch_size: 8
 YAML
 
+# The sweep: tp 1 and 2 unless the caller chose (jobs/scaling.sbatch's other defaults apply).
+export TPS=${TPS:-1 2}
 # Waiting ranks yield their core: the local node advertises more CPUs than it has.
 echo "scaling_study: submitting jobs/scaling.sbatch (8 tasks) for $study"
 sbatch --wait --ntasks=8 --output="$study/scaling-%j.log" \
