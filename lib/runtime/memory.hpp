@@ -2,6 +2,6 @@
 #include <cstddef>
 
 namespace moe {
-// Peak resident set size of this process in bytes (getrusage ru_maxrss).
+// Peak resident set size of this program in bytes since its exec (VmHWM).
 std::size_t peak_rss_bytes();
 }  // namespace moe
