@@ -4,6 +4,7 @@
 // over ranks; msgs = payload messages one call sends, max over ranks.
 #include "bench_alltoall.hpp"
 
+#include <fmt/format.h>
 #include <mpi.h>
 
 #include <algorithm>
@@ -11,8 +12,6 @@
 #include <cstring>
 #include <memory>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "comm/alltoall.hpp"
 #include "comm/topology.hpp"
@@ -61,8 +60,9 @@ void bench_alltoall(const AlltoallBenchOptions& opt, const std::string& command)
     fmt::print("# {} ranks: {} nodes x {} ranks per node ({}); variants:", n, topo->num_nodes, topo->ranks_per_node,
                topo->simulated_nodes ? "simulated" : "shared memory");
     for (const auto& v : variants) fmt::print(" {}", v->name());
-    fmt::print("\n# size = bytes each rank sends (uniform over ranks); time = max over ranks of the median of {} runs\n",
-               opt.reps);
+    fmt::print(
+        "\n# size = bytes each rank sends (uniform over ranks); time = max over ranks of the median of {} runs\n",
+        opt.reps);
     fmt::print("# busbw = algbw * (n-1)/n; msgs = payload messages per call (max over ranks)\n");
     fmt::print("#{:>33}", "");
     for (const auto& v : variants) fmt::print(" {:>46}", v->name());
@@ -123,7 +123,8 @@ void bench_alltoall(const AlltoallBenchOptions& opt, const std::string& command)
         const double algbw = static_cast<double>(total) / row.seconds / 1e9;
         const double busbw = algbw * static_cast<double>(n - 1) / static_cast<double>(n);
         busbw_sum[k] += busbw;
-        fmt::print(" {:>10.1f} {:>8.3f} {:>8.3f} {:>8} {:>8}", row.seconds * 1e6, algbw, busbw, row.wrong, row.messages);
+        fmt::print(" {:>10.1f} {:>8.3f} {:>8.3f} {:>8} {:>8}", row.seconds * 1e6, algbw, busbw, row.wrong,
+                   row.messages);
       }
       fmt::print("\n");
     }

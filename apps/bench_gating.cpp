@@ -6,13 +6,12 @@
 // all ranks' tokens / time; "vs dynamic" = this time / dynamic gating's time on the same routing.
 #include "bench_gating.hpp"
 
+#include <fmt/format.h>
 #include <mpi.h>
 
 #include <algorithm>
 #include <memory>
 #include <random>
-
-#include <fmt/format.h>
 
 #include "backend/backend.hpp"
 #include "backend/workspace.hpp"
@@ -29,8 +28,8 @@ namespace moe {
 namespace {
 
 struct Routing {
-  std::vector<int32_t> ids;   // [T, k]
-  std::vector<float> weights; // [T, k]
+  std::vector<int32_t> ids;    // [T, k]
+  std::vector<float> weights;  // [T, k]
 };
 
 Routing draw_routing(int64_t tokens, int64_t experts, int64_t k, double skew, std::mt19937_64& rng) {
@@ -115,9 +114,10 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
 
   if (rank == 0) {
     fmt::print("# {}\n", command);
-    fmt::print("# {} ranks ({} per node, {} all-to-all), {} tokens per rank, d {}, {} experts of ffn {} (SwiGLU, "
-               "f32), top-{}, median of {} runs\n",
-               world, topology.ranks_per_node, o.alltoall, t, d, o.experts, o.ffn, k, o.reps);
+    fmt::print(
+        "# {} ranks ({} per node, {} all-to-all), {} tokens per rank, d {}, {} experts of ffn {} (SwiGLU, "
+        "f32), top-{}, median of {} runs\n",
+        world, topology.ranks_per_node, o.alltoall, t, d, o.experts, o.ffn, k, o.reps);
     fmt::print("{:>8} {:>8} {:>8} | {:>9} {:>8} {:>8} | {:>9} {:>10} {:>10}\n", "routing", "gating", "capacity",
                "rows/rank", "dropped", "padded", "time(ms)", "tokens/s", "vs dynamic");
   }

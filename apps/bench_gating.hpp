@@ -9,12 +9,12 @@
 namespace moe {
 
 struct GatingBenchOptions {
-  int64_t tokens = 1024;   // tokens per rank
-  int64_t hidden = 1024;   // d
-  int64_t ffn = 2816;      // expert FFN width (SwiGLU)
+  int64_t tokens = 1024;  // tokens per rank
+  int64_t hidden = 1024;  // d
+  int64_t ffn = 2816;     // expert FFN width (SwiGLU)
   int64_t experts = 8;
   int64_t top_k = 2;
-  double skew = 1.2;       // Zipf exponent of the skewed routing
+  double skew = 1.2;  // Zipf exponent of the skewed routing
   std::vector<double> capacity_factors = {1.0, 1.25, 2.0};
   std::string alltoall = "hierarchical";
   int ranks_per_node = 0;

@@ -4,15 +4,14 @@
 // exchange, flat against hierarchical; bench_alltoall.cpp) and `gating` (static against dynamic
 // gating; bench_gating.cpp). Tables print max-over-ranks times
 // and a grep-able PERFORMANCE line, with the command line that produced them.
-#include <CLI/CLI.hpp>
 #include <cblas.h>
+#include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "backend/backend.hpp"
 #include "bench_alltoall.hpp"
@@ -58,8 +57,8 @@ void bench_gemm(const std::string& backend_name, int reps, const std::string& co
     int64_t m, n, k;
   };
   // Expert GEMMs (rows routed to one expert x 2*ffn or d), attention projections, LM-head tile.
-  const Shape shapes[] = {{128, 5632, 1024}, {1024, 5632, 1024}, {1024, 1024, 2816}, {4096, 1536, 1024},
-                          {256, 4096, 1024}, {4096, 2816, 1024}};
+  const Shape shapes[] = {{128, 5632, 1024},  {1024, 5632, 1024}, {1024, 1024, 2816},
+                          {4096, 1536, 1024}, {256, 4096, 1024},  {4096, 2816, 1024}};
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   double best = 0;
@@ -70,7 +69,8 @@ void bench_gemm(const std::string& backend_name, int reps, const std::string& co
       std::vector<std::byte> w(static_cast<std::size_t>(s.n * s.k) * moe::dtype_size(dtype));
       for (int64_t i = 0; i < s.n * s.k; ++i) {
         const float v = dist(rng);
-        if (dtype == moe::DType::f32) std::memcpy(w.data() + 4 * i, &v, 4);
+        if (dtype == moe::DType::f32)
+          std::memcpy(w.data() + 4 * i, &v, 4);
         else {
           const uint16_t b = moe::float_to_bf16(v);
           std::memcpy(w.data() + 2 * i, &b, 2);

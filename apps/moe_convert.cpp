@@ -29,11 +29,11 @@ int main(int argc, char** argv) {
     MOE_CHECK(size == 1, "moe-convert runs on one rank (started on {})", size);
     const moe::HfConvertSummary s =
         moe::convert_hf_checkpoint(hf_dir, out, dtype == "bf16" ? moe::DType::bf16 : moe::DType::f32, MPI_COMM_SELF);
-    fmt::print("moe-convert: {} ({} layers, {:.2f} M parameters), {} tensors, {:.1f} MB read -> {} ({}), "
-               "peak RSS {:.1f} MB\n",
-               s.architecture, s.config.num_layers, static_cast<double>(s.config.parameter_count()) / 1e6,
-               s.num_tensors, static_cast<double>(s.input_bytes) / 1e6, out, dtype,
-               static_cast<double>(moe::peak_rss_bytes()) / 1e6);
+    fmt::print(
+        "moe-convert: {} ({} layers, {:.2f} M parameters), {} tensors, {:.1f} MB read -> {} ({}), "
+        "peak RSS {:.1f} MB\n",
+        s.architecture, s.config.num_layers, static_cast<double>(s.config.parameter_count()) / 1e6, s.num_tensors,
+        static_cast<double>(s.input_bytes) / 1e6, out, dtype, static_cast<double>(moe::peak_rss_bytes()) / 1e6);
     return 0;
   });
 }

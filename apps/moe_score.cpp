@@ -1,8 +1,7 @@
 // moe-score: score a token dataset with an MoE model (the main job). See `moe-score --help`.
-#include <CLI/CLI.hpp>
-
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "config/run_config.hpp"

@@ -1,9 +1,9 @@
 // moe-synth: random MoE checkpoints (from a model spec in inputs/models/) and token datasets,
 // with fixed seeds. See `moe-synth --help`.
-#include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
-#include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "config/model_config.hpp"
 #include "core/error.hpp"
@@ -33,8 +33,7 @@ moe::ModelConfig load_spec(const std::string& path, const std::vector<std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe-synth: write random MoE checkpoints and token datasets (deterministic for a seed).",
-               "moe-synth"};
+  CLI::App app{"moe-synth: write random MoE checkpoints and token datasets (deterministic for a seed).", "moe-synth"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("moe-synth ") + MOE_VERSION);
 
@@ -46,7 +45,9 @@ int main(int argc, char** argv) {
   model->add_option("SPEC", spec_path, "model spec (YAML: the checkpoint's architecture keys)")->required();
   model->add_option("OUT", model_out, "checkpoint to write (HDF5)")->required();
   model->add_option("--seed", model_seed, "random seed")->capture_default_str();
-  model->add_option("--dtype", dtype, "stored weight type")->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
+  model->add_option("--dtype", dtype, "stored weight type")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   model->add_option("--router-scale", router_scale, "scale of the router weights (larger: more decisive routing)")
       ->capture_default_str();
   model->add_option("--set", overrides, "override a spec key, e.g. --set vocab_size=32000")->type_name("KEY=VALUE");

@@ -79,7 +79,9 @@ CudaBackend::CudaBackend(int device, std::size_t max_panel_floats)
   }
 }
 
-CudaBackend::~CudaBackend() { release_resources(); }
+CudaBackend::~CudaBackend() {
+  release_resources();
+}
 
 void CudaBackend::release_resources() noexcept {
   if (stream_) report(cudaStreamSynchronize(stream_), "cudaStreamSynchronize at shutdown");
@@ -128,15 +130,18 @@ void* CudaBackend::raw_alloc(std::size_t bytes) {
     std::size_t free_bytes = 0;
     std::size_t total_bytes = 0;
     (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-    fail("cuda backend: cudaMalloc of {} bytes failed on device {} ({}: {}); {} of {} bytes free, {} held by "
-         "this backend",
-         bytes, device_, cudaGetErrorName(rc), cudaGetErrorString(rc), free_bytes, total_bytes, bytes_in_use());
+    fail(
+        "cuda backend: cudaMalloc of {} bytes failed on device {} ({}: {}); {} of {} bytes free, {} held by "
+        "this backend",
+        bytes, device_, cudaGetErrorName(rc), cudaGetErrorString(rc), free_bytes, total_bytes, bytes_in_use());
   }
   return ptr;
 }
 
 // cudaFree waits for the device to finish work that may still use the block.
-void CudaBackend::raw_free(void* ptr) { report(cudaFree(ptr), "cudaFree"); }
+void CudaBackend::raw_free(void* ptr) {
+  report(cudaFree(ptr), "cudaFree");
+}
 
 void CudaBackend::copy_to_device(void* dst, const void* host_src, std::size_t bytes) {
   if (!bytes) return;
@@ -165,7 +170,9 @@ void CudaBackend::copy(void* dst, const void* src, std::size_t bytes) {
   MOE_CUDA_CHECK(cudaFreeAsync(tmp, stream_));
 }
 
-void CudaBackend::synchronize() { MOE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaBackend::synchronize() {
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
 float* CudaBackend::panel(std::size_t floats) {
   if (floats > panel_floats_) {
@@ -192,8 +199,8 @@ void CudaBackend::sgemm(const float* x, int64_t m, const float* w, int64_t n, in
   const float alpha = 1.0f;
   const int kk = blas_int(k, "k (weight cols)");
   MOE_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, blas_int(n, "n (weight rows)"), blas_int(m, "m"), kk,
-                               &alpha, w, blas_int(std::max<int64_t>(ldw, 1), "weight stride"), x,
-                               std::max(kk, 1), &beta, y, blas_int(std::max<int64_t>(ldy, 1), "output stride")));
+                               &alpha, w, blas_int(std::max<int64_t>(ldw, 1), "weight stride"), x, std::max(kk, 1),
+                               &beta, y, blas_int(std::max<int64_t>(ldy, 1), "output stride")));
 }
 
 void CudaBackend::linear(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
@@ -206,8 +213,7 @@ void CudaBackend::linear(const float* x, int64_t m, const WeightView& w, float* 
   // bf16: widen panels of whole rows (at most max_panel_floats_), one SGEMM per panel writing the
   // matching column block of y (leading dimension w.rows), as the CPU backend does.
   const int64_t cols = std::max<int64_t>(w.cols, 1);
-  const int64_t panel_rows =
-      std::clamp<int64_t>(static_cast<int64_t>(max_panel_floats_) / cols, 1, w.rows);
+  const int64_t panel_rows = std::clamp<int64_t>(static_cast<int64_t>(max_panel_floats_) / cols, 1, w.rows);
   float* buf = panel(static_cast<std::size_t>(panel_rows * cols));
   const auto* bits = static_cast<const uint16_t*>(w.data);
   for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
@@ -217,8 +223,8 @@ void CudaBackend::linear(const float* x, int64_t m, const WeightView& w, float* 
   }
 }
 
-void CudaBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups,
-                                 const WeightView* weights, float* y) {
+void CudaBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
+                                 float* y) {
   for (int64_t g = 0; g < num_groups; ++g) {
     const int64_t rows = offsets[g + 1] - offsets[g];
     if (rows == 0) continue;
@@ -232,7 +238,9 @@ void CudaBackend::add_bias(float* y, const float* bias, int64_t m, int64_t n) {
   MOE_CUDA_CHECK(cuda_kernels::add_bias(y, bias, m, n, stream_));
 }
 
-void CudaBackend::add(float* y, const float* x, int64_t n) { MOE_CUDA_CHECK(cuda_kernels::add(y, x, n, stream_)); }
+void CudaBackend::add(float* y, const float* x, int64_t n) {
+  MOE_CUDA_CHECK(cuda_kernels::add(y, x, n, stream_));
+}
 
 // --- normalisation and position ----------------------------------------------------------------
 
@@ -258,7 +266,9 @@ void CudaBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, 
 
 // --- attention ---------------------------------------------------------------------------------
 
-std::size_t CudaBackend::attention_scratch_bytes(int64_t /*max_len*/) const { return 0; }
+std::size_t CudaBackend::attention_scratch_bytes(int64_t /*max_len*/) const {
+  return 0;
+}
 
 void CudaBackend::causal_attention(const float* q, const float* k, const float* v, float* out,
                                    const int64_t* seq_offsets, int64_t num_seqs, int64_t max_len, int64_t heads,
@@ -269,8 +279,8 @@ void CudaBackend::causal_attention(const float* q, const float* k, const float* 
             "cuda backend attention: num_seqs {} x max_len {}, heads {}, head_dim {} exceed the kernel's grid "
             "limits (< 2^31 rows, < 65536 heads, head_dim <= 4096)",
             num_seqs, max_len, heads, head_dim);
-  MOE_CUDA_CHECK(cuda_kernels::causal_attention(q, k, v, out, seq_offsets, num_seqs, max_len, heads, kv_heads,
-                                                head_dim, stream_));
+  MOE_CUDA_CHECK(
+      cuda_kernels::causal_attention(q, k, v, out, seq_offsets, num_seqs, max_len, heads, kv_heads, head_dim, stream_));
 }
 
 // --- activations and elementwise ---------------------------------------------------------------
@@ -279,7 +289,9 @@ void CudaBackend::swiglu(const float* gate_up, float* out, int64_t m, int64_t n)
   MOE_CUDA_CHECK(cuda_kernels::swiglu(gate_up, out, m, n, stream_));
 }
 
-void CudaBackend::gelu(float* x, int64_t n) { MOE_CUDA_CHECK(cuda_kernels::gelu(x, n, stream_)); }
+void CudaBackend::gelu(float* x, int64_t n) {
+  MOE_CUDA_CHECK(cuda_kernels::gelu(x, n, stream_));
+}
 
 void CudaBackend::scale_rows_sigmoid(float* y, const float* logit, int64_t m, int64_t d) {
   MOE_CUDA_CHECK(cuda_kernels::scale_rows_sigmoid(y, logit, m, d, stream_));

@@ -26,9 +26,8 @@
 // bf16 too, changing the function). Row statistics (norms, lm-head log-sum-exp) are reduced in
 // double like on the CPU. Reductions are deterministic (fixed trees, no float atomics), including
 // scatter_add_rows, which adds in the CPU's order.
-#include <cuda_runtime_api.h>
-
 #include <cublas_v2.h>
+#include <cuda_runtime_api.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -71,8 +70,7 @@ class CudaBackend final : public Backend {
   void add_bias(float* y, const float* bias, int64_t m, int64_t n) override;
   void add(float* y, const float* x, int64_t n) override;
   void rms_norm(const float* x, const float* w, float* y, int64_t m, int64_t d, float eps) override;
-  void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
-                  float eps) override;
+  void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d, float eps) override;
   void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) override;
   void embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,
              bool accumulate) override;
@@ -93,8 +91,8 @@ class CudaBackend final : public Backend {
   // scratch: device memory of lm_head_scratch_bytes(). Tiles are visited vocabulary-tile-major so
   // a bf16 head tile is widened once for all row tiles; each row still folds its vocabulary tiles
   // in ascending order, as on the CPU.
-  void lm_head_logsumexp(const float* h, int64_t m, const WeightView& head, int64_t vocab_begin,
-                         const int32_t* targets, double* lse, float* target_logit, void* scratch) override;
+  void lm_head_logsumexp(const float* h, int64_t m, const WeightView& head, int64_t vocab_begin, const int32_t* targets,
+                         double* lse, float* target_logit, void* scratch) override;
 
  protected:
   void* raw_alloc(std::size_t bytes) override;

@@ -56,9 +56,8 @@ class NcclCommunicator final : public Communicator {
     const auto* src = static_cast<const char*>(send);
     auto* dst = static_cast<char*>(recv);
     if (send_bytes[rank_] > 0 || recv_bytes[rank_] > 0) {
-      MOE_CHECK(send_bytes[rank_] == recv_bytes[rank_],
-                "nccl alltoallv: rank {} sends itself {} bytes but expects {}", rank_, send_bytes[rank_],
-                recv_bytes[rank_]);
+      MOE_CHECK(send_bytes[rank_] == recv_bytes[rank_], "nccl alltoallv: rank {} sends itself {} bytes but expects {}",
+                rank_, send_bytes[rank_], recv_bytes[rank_]);
       MOE_CUDA_CHECK(cudaMemcpyAsync(dst + recv_displs[rank_], src + send_displs[rank_], send_bytes[rank_],
                                      cudaMemcpyDefault, stream_));
     }

@@ -10,10 +10,9 @@
 // Byte counts and displacements (alltoallv) are host arrays, read during the call.
 // Destroy the communicator before the backend whose stream it uses.
 #include <cuda_runtime_api.h>
+#include <mpi.h>
 
 #include <memory>
-
-#include <mpi.h>
 
 #include "comm/communicator.hpp"
 

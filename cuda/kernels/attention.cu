@@ -85,8 +85,8 @@ cudaError_t causal_attention(const float* q, const float* k, const float* v, flo
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const dim3 grid(static_cast<unsigned int>(num_seqs * max_len), static_cast<unsigned int>(heads));
   const std::size_t shared_bytes = sizeof(float) * static_cast<std::size_t>(2 * head_dim + kAttentionThreads);
-  causal_attention_kernel<<<grid, kAttentionThreads, shared_bytes, stream>>>(q, k, v, out, seq_offsets, max_len,
-                                                                             heads, kv_heads, head_dim, scale);
+  causal_attention_kernel<<<grid, kAttentionThreads, shared_bytes, stream>>>(q, k, v, out, seq_offsets, max_len, heads,
+                                                                             kv_heads, head_dim, scale);
   return cudaGetLastError();
 }
 

@@ -12,7 +12,7 @@ constexpr int kThreads = 256;          // default block size of the elementwise 
 constexpr int64_t kMaxBlocks = 65535;  // grid-stride loops cover the rest
 
 // for (idx = this thread's first index; idx < total; idx += threads in the grid), int64 indices.
-#define MOE_CUDA_GRID_STRIDE(idx, total)                                                          \
+#define MOE_CUDA_GRID_STRIDE(idx, total)                                                         \
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < (total); \
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
 

@@ -5,8 +5,8 @@ namespace moe::cuda_kernels {
 
 namespace {
 
-__global__ void widen_bf16_rows_kernel(const uint16_t* w, int64_t stride, int64_t row_begin, int64_t rows,
-                                       int64_t cols, float* panel) {
+__global__ void widen_bf16_rows_kernel(const uint16_t* w, int64_t stride, int64_t row_begin, int64_t rows, int64_t cols,
+                                       float* panel) {
   MOE_CUDA_GRID_STRIDE(idx, rows * cols) {
     const int64_t r = idx / cols;
     const int64_t c = idx - r * cols;

@@ -33,9 +33,11 @@ cudaError_t embed(const int32_t* ids, int64_t m, const void* table, bool bf16, i
                   int64_t cols, int64_t stride, float* out, bool accumulate, cudaStream_t stream) {
   if (m <= 0 || cols <= 0) return cudaSuccess;
   if (bf16)
-    embed_kernel<true><<<grid_for(m * cols), kThreads, 0, stream>>>(ids, m, table, rows, vocab_begin, cols, stride, out, accumulate);
+    embed_kernel<true>
+        <<<grid_for(m * cols), kThreads, 0, stream>>>(ids, m, table, rows, vocab_begin, cols, stride, out, accumulate);
   else
-    embed_kernel<false><<<grid_for(m * cols), kThreads, 0, stream>>>(ids, m, table, rows, vocab_begin, cols, stride, out, accumulate);
+    embed_kernel<false>
+        <<<grid_for(m * cols), kThreads, 0, stream>>>(ids, m, table, rows, vocab_begin, cols, stride, out, accumulate);
   return cudaGetLastError();
 }
 

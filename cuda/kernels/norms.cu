@@ -41,7 +41,9 @@ __global__ void layer_norm_kernel(const float* x, const float* w, const float* b
   }
 }
 
-unsigned int row_blocks(int64_t m) { return static_cast<unsigned int>(m < kMaxBlocks ? m : kMaxBlocks); }
+unsigned int row_blocks(int64_t m) {
+  return static_cast<unsigned int>(m < kMaxBlocks ? m : kMaxBlocks);
+}
 
 }  // namespace
 

@@ -61,8 +61,8 @@ cudaError_t gather_rows(const float* x, const int32_t* rows, int64_t m, int64_t 
   return cudaGetLastError();
 }
 
-cudaError_t scatter_add_rows(const float* x, const int32_t* rows, const float* scale, int64_t m, int64_t d,
-                             float* out, cudaStream_t stream) {
+cudaError_t scatter_add_rows(const float* x, const int32_t* rows, const float* scale, int64_t m, int64_t d, float* out,
+                             cudaStream_t stream) {
   if (m <= 0 || d <= 0) return cudaSuccess;
   scatter_add_rows_kernel<<<grid_for(d, kScatterThreads), kScatterThreads, 0, stream>>>(x, rows, scale, m, d, out);
   return cudaGetLastError();

@@ -19,7 +19,7 @@ cudaError_t gather_rows(const float* x, const int32_t* rows, int64_t m, int64_t 
 // only d threads, so for large m it is latency-bound; a sort-by-destination (CSR) variant with a
 // thread per (destination row, column) would keep the order and scale, at the cost of building
 // the inverse index.
-cudaError_t scatter_add_rows(const float* x, const int32_t* rows, const float* scale, int64_t m, int64_t d,
-                             float* out, cudaStream_t stream);
+cudaError_t scatter_add_rows(const float* x, const int32_t* rows, const float* scale, int64_t m, int64_t d, float* out,
+                             cudaStream_t stream);
 
 }  // namespace moe::cuda_kernels

@@ -29,7 +29,9 @@ class DeviceBuffer {
   void* data() const { return data_; }
   std::size_t bytes() const { return bytes_; }
   template <typename T>
-  T* as() const { return static_cast<T*>(data_); }
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
 
  private:
   Backend* owner_ = nullptr;
@@ -69,8 +71,8 @@ class Backend {
   // Group g multiplies rows [offsets[g], offsets[g+1]) of x by weights[g]; the MoE expert GEMM.
   // offsets (host) has num_groups + 1 entries; empty groups are skipped.
   // r: x, weights[*]  w: those rows of y
-  virtual void grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups,
-                              const WeightView* weights, float* y) = 0;
+  virtual void grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
+                              float* y) = 0;
   // y[m, n] += bias[n].   r: bias  rw: y
   virtual void add_bias(float* y, const float* bias, int64_t m, int64_t n) = 0;
   // y[i] += x[i].   r: x  rw: y
@@ -83,8 +85,7 @@ class Backend {
   virtual void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
                           float eps) = 0;
   // Rotate-half RoPE in place on x[m, heads * head_dim] at positions[m].   r: positions  rw: x
-  virtual void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim,
-                    float theta) = 0;
+  virtual void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) = 0;
   // Vocabulary slice lookup: the table holds token rows [vocab_begin, vocab_begin + table.rows).
   // out[i] (+)= table[ids[i] - vocab_begin] for i < m; a token outside the slice gives zeros
   // (adds nothing with accumulate).   r: ids, table  w: out
@@ -96,9 +97,9 @@ class Backend {
   // q [T, heads*hd], k and v [T, kv_heads*hd]; query head h reads kv head h / (heads / kv_heads).
   // scratch: attention_scratch_bytes(max_len) bytes.   r: q, k, v, seq_offsets  w: out, scratch
   virtual std::size_t attention_scratch_bytes(int64_t max_len) const = 0;
-  virtual void causal_attention(const float* q, const float* k, const float* v, float* out,
-                                const int64_t* seq_offsets, int64_t num_seqs, int64_t max_len, int64_t heads,
-                                int64_t kv_heads, int64_t head_dim, void* scratch) = 0;
+  virtual void causal_attention(const float* q, const float* k, const float* v, float* out, const int64_t* seq_offsets,
+                                int64_t num_seqs, int64_t max_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                void* scratch) = 0;
 
   // --- activations and elementwise ------------------------------------------------------------
   // out[i, j] = silu(gate_up[i, j]) * gate_up[i, n + j]; gate_up is [m, 2n].   r: gate_up  w: out
@@ -111,8 +112,8 @@ class Backend {
   // --- routing and token movement -------------------------------------------------------------
   // Softmax over each row of logits[m, e], the k largest (ties: lower id), optionally renormalised.
   // r: logits  w: ids[m, k], weights[m, k]
-  virtual void softmax_topk(const float* logits, int64_t m, int64_t e, int64_t k, bool renormalize,
-                            int32_t* ids, float* weights) = 0;
+  virtual void softmax_topk(const float* logits, int64_t m, int64_t e, int64_t k, bool renormalize, int32_t* ids,
+                            float* weights) = 0;
   // out[i] = x[rows[i]] for i < m, rows of width d.   r: x, rows  w: out
   virtual void gather_rows(const float* x, const int32_t* rows, int64_t m, int64_t d, float* out) = 0;
   // out[rows[i]] += scale[i] * x[i] for i < m; rows may repeat (handled without races).

@@ -12,11 +12,17 @@
 
 namespace moe::kernels {
 
-MOE_HOST_DEVICE float silu(float x) { return x / (1.0f + expf(-x)); }
+MOE_HOST_DEVICE float silu(float x) {
+  return x / (1.0f + expf(-x));
+}
 
-MOE_HOST_DEVICE float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+MOE_HOST_DEVICE float gelu_erf(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
 
-MOE_HOST_DEVICE float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+MOE_HOST_DEVICE float sigmoid(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
 
 // The row of a vocabulary slice [vocab_begin, vocab_begin + rows) that holds token `id`, or -1
 // when another slice holds it (vocab-parallel embedding).
@@ -43,8 +49,8 @@ MOE_HOST_DEVICE void rope_rotate(float* x, int64_t i, int64_t half, double angle
 
 // Softmax over logits[0..e) and its k largest entries, ties broken by the lower id. Selection is
 // by repeated arg-max (k is small: 1..8), so it needs no scratch. Writes ids[k], weights[k].
-MOE_HOST_DEVICE void softmax_topk_row(const float* logits, int64_t e, int64_t k, bool renormalize,
-                                      int32_t* ids, float* weights) {
+MOE_HOST_DEVICE void softmax_topk_row(const float* logits, int64_t e, int64_t k, bool renormalize, int32_t* ids,
+                                      float* weights) {
   float max_logit = logits[0];
   for (int64_t j = 1; j < e; ++j) max_logit = fmaxf(max_logit, logits[j]);
   float total = 0.0f;

@@ -42,15 +42,15 @@ std::size_t prefix(const std::vector<std::size_t>& sizes, std::vector<std::size_
 class HierarchicalAllToAll final : public AllToAll {
  public:
   explicit HierarchicalAllToAll(const Topology& t)
-      : ranks_per_node_(static_cast<std::size_t>(t.ranks_per_node)),
-        num_nodes_(static_cast<std::size_t>(t.num_nodes)) {
+      : ranks_per_node_(static_cast<std::size_t>(t.ranks_per_node)), num_nodes_(static_cast<std::size_t>(t.num_nodes)) {
     MOE_MPI_CHECK(MPI_Comm_dup(t.node_comm, &node_comm_));
     MOE_MPI_CHECK(MPI_Comm_dup(t.cross_node_comm, &cross_comm_));
     const std::size_t r = ranks_per_node_, n = num_nodes_;
     world_of_.resize(r * n);
     for (std::size_t node = 0; node < n; ++node)
       for (std::size_t local = 0; local < r; ++local)
-        world_of_[node * r + local] = static_cast<std::size_t>(t.world_rank_of(static_cast<int>(node), static_cast<int>(local)));
+        world_of_[node * r + local] =
+            static_cast<std::size_t>(t.world_rank_of(static_cast<int>(node), static_cast<int>(local)));
     counts_out_.resize(r * n);
     counts_in_.resize(r * n);
     in_offset_.resize(r * n);

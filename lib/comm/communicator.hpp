@@ -2,12 +2,12 @@
 // The communication interface the model and the dispatcher are written against. Buffers are
 // memory of the backend the communicator was made for (host memory for MpiCommunicator).
 // Every call is collective over the communicator's ranks.
+#include <mpi.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
-
-#include <mpi.h>
 
 namespace moe {
 
@@ -30,8 +30,8 @@ class Communicator {
   // recv holds size() blocks of `bytes` each, in rank order.
   virtual void allgather(const void* send, std::size_t bytes, void* recv) = 0;
   // Byte counts and displacements per peer (host arrays of size()).
-  virtual void alltoallv(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs,
-                         void* recv, const std::size_t* recv_bytes, const std::size_t* recv_displs) = 0;
+  virtual void alltoallv(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs, void* recv,
+                         const std::size_t* recv_bytes, const std::size_t* recv_displs) = 0;
   virtual void barrier() = 0;
 
   const CommStats& stats() const { return stats_; }

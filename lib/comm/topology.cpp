@@ -13,7 +13,8 @@ Topology::Topology(MPI_Comm comm, int ranks_per_node_option, int tp) {
             ranks_per_node_option);
   MOE_CHECK(ranks_per_node_option == 0 || world_size % ranks_per_node_option == 0,
             "parallel.ranks_per_node = {} does not divide the world size {}", ranks_per_node_option, world_size);
-  MOE_CHECK(tp >= 1 && world_size % tp == 0, "parallel.tp = {} must be >= 1 and divide the world size {}", tp, world_size);
+  MOE_CHECK(tp >= 1 && world_size % tp == 0, "parallel.tp = {} must be >= 1 and divide the world size {}", tp,
+            world_size);
 
   try {
     MOE_MPI_CHECK(MPI_Comm_dup(comm, &world_comm));
@@ -30,8 +31,8 @@ Topology::Topology(MPI_Comm comm, int ranks_per_node_option, int tp) {
       MOE_MPI_CHECK(MPI_Comm_size(node_comm, &ranks_per_node));
       int sizes[2] = {ranks_per_node, -ranks_per_node};  // max and -min in one reduction
       MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, world_comm));
-      MOE_CHECK(sizes[0] == -sizes[1], "nodes hold between {} and {} ranks; equal node sizes are required",
-                -sizes[1], sizes[0]);
+      MOE_CHECK(sizes[0] == -sizes[1], "nodes hold between {} and {} ranks; equal node sizes are required", -sizes[1],
+                sizes[0]);
       num_nodes = world_size / ranks_per_node;
       // Node index = rank of the node's local rank 0 among the local ranks 0 (ordered by world rank).
       MPI_Comm leaders = MPI_COMM_NULL;
@@ -65,7 +66,9 @@ Topology::Topology(MPI_Comm comm, int ranks_per_node_option, int tp) {
   }
 }
 
-Topology::~Topology() { free_comms(); }
+Topology::~Topology() {
+  free_comms();
+}
 
 void Topology::free_comms() noexcept {
   int finalized = 0;

@@ -22,7 +22,9 @@ struct Topology {
   Topology(const Topology&) = delete;
   Topology& operator=(const Topology&) = delete;
 
-  int world_rank_of(int node, int local) const { return world_of_[static_cast<std::size_t>(node * ranks_per_node + local)]; }
+  int world_rank_of(int node, int local) const {
+    return world_of_[static_cast<std::size_t>(node * ranks_per_node + local)];
+  }
   int node_of(int world) const { return node_of_[static_cast<std::size_t>(world)]; }
   int local_of(int world) const { return local_of_[static_cast<std::size_t>(world)]; }
 

@@ -69,8 +69,7 @@ class AttrReader {
     fail("{}: attribute '{}' has unknown value '{}' (valid: {})", source_, key, value, valid);
   }
   void reject_unknown() const {
-    for (const auto& [key, value] : attrs_)
-      MOE_CHECK(used_.count(key), "{}: unknown model key '{}'", source_, key);
+    for (const auto& [key, value] : attrs_) MOE_CHECK(used_.count(key), "{}: unknown model key '{}'", source_, key);
   }
 
  private:
@@ -86,7 +85,9 @@ class AttrReader {
 };
 
 void validate(const ModelConfig& c, const std::string& source) {
-  auto positive = [&](const char* key, int64_t v) { MOE_CHECK(v > 0, "{}: '{}' must be positive, got {}", source, key, v); };
+  auto positive = [&](const char* key, int64_t v) {
+    MOE_CHECK(v > 0, "{}: '{}' must be positive, got {}", source, key, v);
+  };
   positive("vocab_size", c.vocab_size);
   positive("hidden_size", c.hidden_size);
   positive("num_layers", c.num_layers);
@@ -152,8 +153,8 @@ ModelConfig ModelConfig::from_attributes(const AttrMap& attrs, const std::string
   const std::string format = r.text("format");
   MOE_CHECK(format == kFormat, "{}: attribute 'format' is '{}', expected '{}'", source, format, kFormat);
   const int64_t version = r.integer("format_version");
-  MOE_CHECK(version == kFormatVersion, "{}: format_version {} is not supported (this build reads {})", source,
-            version, kFormatVersion);
+  MOE_CHECK(version == kFormatVersion, "{}: format_version {} is not supported (this build reads {})", source, version,
+            kFormatVersion);
   ModelConfig c;
   c.family = r.text("family", "custom");
   c.vocab_size = r.integer("vocab_size");
@@ -222,7 +223,9 @@ ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& so
 }
 
 AttrMap ModelConfig::to_attributes() const {
-  auto name = [](auto e, std::initializer_list<const char*> names) { return std::string(names.begin()[static_cast<int>(e)]); };
+  auto name = [](auto e, std::initializer_list<const char*> names) {
+    return std::string(names.begin()[static_cast<int>(e)]);
+  };
   AttrMap attrs{
       {"format", std::string(kFormat)},
       {"format_version", kFormatVersion},

@@ -16,9 +16,21 @@ namespace {
 
 // Every key a run file may hold; "a.b" names nested keys.
 const std::set<std::string> kKnownKeys = {
-    "model",          "input",         "output",          "report",           "batch_size",
-    "backend",        "threads",       "progress_seconds", "parallel",         "parallel.tp",
-    "parallel.ranks_per_node", "moe",   "moe.gating",       "moe.capacity_factor", "moe.alltoall",
+    "model",
+    "input",
+    "output",
+    "report",
+    "batch_size",
+    "backend",
+    "threads",
+    "progress_seconds",
+    "parallel",
+    "parallel.tp",
+    "parallel.ranks_per_node",
+    "moe",
+    "moe.gating",
+    "moe.capacity_factor",
+    "moe.alltoall",
 };
 
 // A key that groups others ("parallel", "moe") must hold a mapping (or nothing), not a value.
@@ -92,8 +104,12 @@ T scalar(const YAML::Node& root, const std::string& key, const std::string& sour
 
 }  // namespace
 
-const char* gating_name(GatingKind g) { return g == GatingKind::dynamic ? "dynamic" : "static"; }
-const char* alltoall_name(AllToAllKind a) { return a == AllToAllKind::flat ? "flat" : "hierarchical"; }
+const char* gating_name(GatingKind g) {
+  return g == GatingKind::dynamic ? "dynamic" : "static";
+}
+const char* alltoall_name(AllToAllKind a) {
+  return a == AllToAllKind::flat ? "flat" : "hierarchical";
+}
 
 RunConfig RunConfig::load(const std::string& path, const std::vector<std::string>& overrides) {
   std::ifstream in(path);

@@ -13,10 +13,10 @@ struct RunConfig {
   std::string model;
   std::string input;
   std::string output;
-  std::string report;          // "" = no JSON report
-  int64_t batch_size = 8;      // sequences per data-parallel group per step
-  std::string backend = "cpu";  // cpu | cuda
-  int64_t threads = 0;         // OpenMP threads per rank; 0 = OMP_NUM_THREADS or all cores
+  std::string report;              // "" = no JSON report
+  int64_t batch_size = 8;          // sequences per data-parallel group per step
+  std::string backend = "cpu";     // cpu | cuda
+  int64_t threads = 0;             // OpenMP threads per rank; 0 = OMP_NUM_THREADS or all cores
   double progress_seconds = 10.0;  // rank 0 prints progress at most this often; 0 = never
   struct {
     int64_t tp = 1;

@@ -1,11 +1,11 @@
 #pragma once
 // FNV-1a 64-bit: a fast, stable fingerprint of model and input content, stored in results so a
 // resumed run can refuse output made from other inputs. Not cryptographic.
+#include <fmt/format.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace moe {
 
@@ -19,7 +19,9 @@ class Fnv1a {
     }
   }
   template <typename T>
-  void update_value(const T& v) { update(&v, sizeof(T)); }
+  void update_value(const T& v) {
+    update(&v, sizeof(T));
+  }
   uint64_t value() const { return hash_; }
   std::string hex() const { return fmt::format("{:016x}", hash_); }
 

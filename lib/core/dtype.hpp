@@ -10,8 +10,12 @@ namespace moe {
 
 enum class DType { f32, bf16 };
 
-constexpr std::size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
-constexpr std::string_view dtype_name(DType t) { return t == DType::f32 ? "f32" : "bf16"; }
+constexpr std::size_t dtype_size(DType t) {
+  return t == DType::f32 ? 4 : 2;
+}
+constexpr std::string_view dtype_name(DType t) {
+  return t == DType::f32 ? "f32" : "bf16";
+}
 
 inline float bf16_to_float(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;

@@ -1,10 +1,10 @@
 #pragma once
 // Errors: library code throws moe::Error with a message that names what failed and where;
 // mains catch it, print one line and end the job (MPI_Abort when other ranks may wait).
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace moe {
 
@@ -27,35 +27,33 @@ template <typename... Args>
 }
 
 namespace detail {
-[[noreturn]] void fail_call(const char* api, const char* call, const std::string& what, const char* file,
-                            int line);
+[[noreturn]] void fail_call(const char* api, const char* call, const std::string& what, const char* file, int line);
 }  // namespace detail
 
 }  // namespace moe
 
 // Checks an invariant of the program or of its input; the message names the bad value.
-#define MOE_CHECK(cond, ...)            \
-  do {                                  \
+#define MOE_CHECK(cond, ...)               \
+  do {                                     \
     if (!(cond)) ::moe::fail(__VA_ARGS__); \
   } while (0)
 
 // Checks an MPI call: the message names the call, file:line and the MPI error string.
-#define MOE_MPI_CHECK(call)                                                         \
-  do {                                                                              \
-    int moe_mpi_rc_ = (call);                                                       \
-    if (moe_mpi_rc_ != MPI_SUCCESS) {                                               \
-      char moe_mpi_msg_[MPI_MAX_ERROR_STRING];                                      \
-      int moe_mpi_len_ = 0;                                                         \
-      MPI_Error_string(moe_mpi_rc_, moe_mpi_msg_, &moe_mpi_len_);                   \
-      ::moe::detail::fail_call("MPI", #call, std::string(moe_mpi_msg_, moe_mpi_len_), \
-                               __FILE__, __LINE__);                                 \
-    }                                                                               \
+#define MOE_MPI_CHECK(call)                                                                                \
+  do {                                                                                                     \
+    int moe_mpi_rc_ = (call);                                                                              \
+    if (moe_mpi_rc_ != MPI_SUCCESS) {                                                                      \
+      char moe_mpi_msg_[MPI_MAX_ERROR_STRING];                                                             \
+      int moe_mpi_len_ = 0;                                                                                \
+      MPI_Error_string(moe_mpi_rc_, moe_mpi_msg_, &moe_mpi_len_);                                          \
+      ::moe::detail::fail_call("MPI", #call, std::string(moe_mpi_msg_, moe_mpi_len_), __FILE__, __LINE__); \
+    }                                                                                                      \
   } while (0)
 
 // Checks an HDF5 call that returns a negative value (herr_t or hid_t) on failure.
-#define MOE_H5_CHECK(call)                                                               \
-  ([&]() {                                                                               \
-    auto moe_h5_rc_ = (call);                                                            \
+#define MOE_H5_CHECK(call)                                                                     \
+  ([&]() {                                                                                     \
+    auto moe_h5_rc_ = (call);                                                                  \
     if (moe_h5_rc_ < 0) ::moe::detail::fail_call("HDF5", #call, "failed", __FILE__, __LINE__); \
-    return moe_h5_rc_;                                                                   \
+    return moe_h5_rc_;                                                                         \
   }())

@@ -1,7 +1,7 @@
 #include "io/checkpoint.hpp"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <variant>
@@ -36,7 +36,9 @@ std::string index_text(int64_t i, const std::vector<int64_t>& offset, const std:
 
 }  // namespace
 
-int64_t HostTensor::numel() const { return product(shape); }
+int64_t HostTensor::numel() const {
+  return product(shape);
+}
 
 std::vector<float> HostTensor::to_f32() const {
   std::vector<float> out(static_cast<std::size_t>(numel()));

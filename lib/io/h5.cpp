@@ -82,14 +82,29 @@ Handle& Handle::operator=(Handle&& o) noexcept {
 void Handle::close() {
   if (id_ >= 0) {
     switch (H5Iget_type(id_)) {
-      case H5I_FILE: H5Fclose(id_); break;
-      case H5I_GROUP: H5Gclose(id_); break;
-      case H5I_DATASET: H5Dclose(id_); break;
-      case H5I_DATASPACE: H5Sclose(id_); break;
-      case H5I_DATATYPE: H5Tclose(id_); break;
-      case H5I_ATTR: H5Aclose(id_); break;
-      case H5I_GENPROP_LST: H5Pclose(id_); break;
-      default: break;
+      case H5I_FILE:
+        H5Fclose(id_);
+        break;
+      case H5I_GROUP:
+        H5Gclose(id_);
+        break;
+      case H5I_DATASET:
+        H5Dclose(id_);
+        break;
+      case H5I_DATASPACE:
+        H5Sclose(id_);
+        break;
+      case H5I_DATATYPE:
+        H5Tclose(id_);
+        break;
+      case H5I_ATTR:
+        H5Aclose(id_);
+        break;
+      case H5I_GENPROP_LST:
+        H5Pclose(id_);
+        break;
+      default:
+        break;
     }
   }
   id_ = H5I_INVALID_HID;
@@ -230,7 +245,8 @@ void File::create_dataset(const std::string& dataset, const std::vector<int64_t>
   MOE_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
   // No creation/modification times: identical runs write identical files.
   MOE_H5_CHECK(H5Pset_obj_track_times(dcpl.get(), false));
-  const hid_t ds = H5Dcreate2(id(), dataset.c_str(), native_type<T>(), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT);
+  const hid_t ds =
+      H5Dcreate2(id(), dataset.c_str(), native_type<T>(), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT);
   MOE_CHECK(ds >= 0, "{}: cannot create dataset '{}' of shape {}", path_, dataset, shape_text(shape));
   Handle closer(ds);
 }
@@ -266,8 +282,10 @@ AttrMap File::read_attributes(const std::string& object) const {
       case H5T_INTEGER: {
         std::vector<int64_t> values(static_cast<std::size_t>(n));
         MOE_H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, values.data()));
-        if (is_array) attrs[name] = values;
-        else attrs[name] = values.at(0);
+        if (is_array)
+          attrs[name] = values;
+        else
+          attrs[name] = values.at(0);
         break;
       }
       case H5T_FLOAT: {
@@ -277,8 +295,11 @@ AttrMap File::read_attributes(const std::string& object) const {
         attrs[name] = v;
         break;
       }
-      case H5T_STRING: attrs[name] = string_attribute(object, name); break;
-      default: fail("{}: attribute '{}' has an unsupported type", path_, name);
+      case H5T_STRING:
+        attrs[name] = string_attribute(object, name);
+        break;
+      default:
+        fail("{}: attribute '{}' has an unsupported type", path_, name);
     }
   }
   return attrs;
@@ -350,16 +371,17 @@ std::string File::string_attribute(const std::string& object, const std::string&
   return value;
 }
 
-void File::flush() { MOE_H5_CHECK(H5Fflush(id(), H5F_SCOPE_GLOBAL)); }
+void File::flush() {
+  MOE_H5_CHECK(H5Fflush(id(), H5F_SCOPE_GLOBAL));
+}
 
-#define MOE_H5_INSTANTIATE(T)                                                                                   \
-  template void File::read<T>(const std::string&, const std::vector<int64_t>&, const std::vector<int64_t>&, T*, \
-                              bool) const;                                                                      \
-  template std::vector<T> File::read_all<T>(const std::string&) const;                                         \
-  template void File::create_dataset<T>(const std::string&, const std::vector<int64_t>&,                        \
-                                        const std::vector<int64_t>&);                                           \
-  template void File::write<T>(const std::string&, const std::vector<int64_t>&, const std::vector<int64_t>&,    \
-                               const T*, bool);
+#define MOE_H5_INSTANTIATE(T)                                                                                          \
+  template void File::read<T>(const std::string&, const std::vector<int64_t>&, const std::vector<int64_t>&, T*, bool)  \
+      const;                                                                                                           \
+  template std::vector<T> File::read_all<T>(const std::string&) const;                                                 \
+  template void File::create_dataset<T>(const std::string&, const std::vector<int64_t>&, const std::vector<int64_t>&); \
+  template void File::write<T>(const std::string&, const std::vector<int64_t>&, const std::vector<int64_t>&, const T*, \
+                               bool);
 MOE_H5_INSTANTIATE(float)
 MOE_H5_INSTANTIATE(double)
 MOE_H5_INSTANTIATE(int32_t)

@@ -58,8 +58,8 @@ class File {
   // Reads the box [offset, offset + count) of a dataset into out (dense, row-major), converting
   // to T's type. An empty count reads nothing but still takes part (for collective transfers).
   template <typename T>
-  void read(const std::string& dataset, const std::vector<int64_t>& offset, const std::vector<int64_t>& count,
-            T* out, bool collective = false) const;
+  void read(const std::string& dataset, const std::vector<int64_t>& offset, const std::vector<int64_t>& count, T* out,
+            bool collective = false) const;
   template <typename T>
   std::vector<T> read_all(const std::string& dataset) const;
 

@@ -139,6 +139,8 @@ void ResultWriter::mark_done(int64_t batch) {
   file_.flush();
 }
 
-void ResultWriter::close() { file_ = h5::File(); }
+void ResultWriter::close() {
+  file_ = h5::File();
+}
 
 }  // namespace moe

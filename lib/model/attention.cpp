@@ -73,5 +73,4 @@ void attention_forward(Step& step, const LayerWeights& layer, float* h) {
   add_tp_partial(step, partial, h);
 }
 
-
 }  // namespace moe

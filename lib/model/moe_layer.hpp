@@ -33,7 +33,8 @@ struct GatingPolicy {
 
 class MoeLayer {
  public:
-  MoeLayer(int64_t layer, int64_t num_experts, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts, Workspace& expert_ws);
+  MoeLayer(int64_t layer, int64_t num_experts, GatingPolicy gating, Dispatcher& dispatcher, ExpertStore& experts,
+           Workspace& expert_ws);
 
   // h += MoE(normed) (+ shared MLP). r: normed (slot), weights  rw: h
   // With tp > 1 (parallelism-coordinated): each tp rank routes and dispatches 1/tp of the
@@ -41,7 +42,9 @@ class MoeLayer {
   void forward(Step& step, const LayerWeights& weights, float* h);
   const MoeLayerStats& stats() const { return stats_; }
   // Counts start at zero for every expert, so ranks that never ran a batch report the same shape.
-  void reset_stats() { stats_ = MoeLayerStats{layer_, std::vector<int64_t>(static_cast<std::size_t>(num_experts_), 0), 0, 0, 0, 0, 0}; }
+  void reset_stats() {
+    stats_ = MoeLayerStats{layer_, std::vector<int64_t>(static_cast<std::size_t>(num_experts_), 0), 0, 0, 0, 0, 0};
+  }
 
  private:
   int64_t layer_;

@@ -19,7 +19,8 @@ void mlp_forward_into(Step& step, const MlpWeights& mlp, const float* x, float* 
     mlp_forward(step, mlp, x, step.num_tokens, h, 1.0f);
     return;
   }
-  float* partial = step.ws.get<float>(slot::partial, static_cast<std::size_t>(step.num_tokens * step.config.hidden_size));
+  float* partial =
+      step.ws.get<float>(slot::partial, static_cast<std::size_t>(step.num_tokens * step.config.hidden_size));
   {
     ScopedPhase timed(step.times, phase);
     mlp_forward(step, mlp, x, step.num_tokens, partial, 0.0f);

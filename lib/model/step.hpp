@@ -13,9 +13,11 @@ namespace moe {
 // Workspace slots of the forward pass (the dispatcher has its own workspace).
 namespace slot {
 enum : std::size_t {
-  hidden = 0,     // h [T, d], the residual stream
-  normed,         // norm(h) [T, d]
-  q, k, v,        // [T, H*hd], [T, KV*hd], [T, KV*hd]
+  hidden = 0,  // h [T, d], the residual stream
+  normed,      // norm(h) [T, d]
+  q,
+  k,
+  v,              // [T, H*hd], [T, KV*hd], [T, KV*hd]
   attn_out,       // [T, H*hd]
   attn_scratch,   // backend-defined
   mlp_in,         // [rows, mlp_in_rows(F)]

@@ -18,19 +18,20 @@ Transformer::Transformer(CheckpointReader& ckpt, Backend& backend, ExpertStore& 
       weights_(load_weights(ckpt, backend, options.tp)),
       ws_(backend) {
   for (int64_t i = 0; i < config_.num_layers; ++i) {
-    moe_layers_.push_back(config_.is_moe_layer(i)
-                              ? std::make_unique<MoeLayer>(i, config_.num_experts(i), options.gating, dispatcher, experts, expert_ws)
-                              : nullptr);
+    moe_layers_.push_back(
+        config_.is_moe_layer(i)
+            ? std::make_unique<MoeLayer>(i, config_.num_experts(i), options.gating, dispatcher, experts, expert_ws)
+            : nullptr);
   }
 }
 
 void Transformer::reserve(int64_t max_seqs, int64_t max_tokens, int64_t max_len) {
-  // One synthetic batch (empty on a rank with no work: the warm-up is collective too) of the largest shape sizes every slot exactly as score() will use it.
+  // One synthetic batch (empty on a rank with no work: the warm-up is collective too) of the largest shape sizes every
+  // slot exactly as score() will use it.
   TokenBatch batch;
   batch.num_seqs = max_seqs;
   batch.seq_offsets.resize(static_cast<std::size_t>(max_seqs + 1));
-  for (int64_t s = 0; s <= max_seqs; ++s)
-    batch.seq_offsets[s] = std::min(max_tokens, s * max_len);
+  for (int64_t s = 0; s <= max_seqs; ++s) batch.seq_offsets[s] = std::min(max_tokens, s * max_len);
   batch.seq_offsets[max_seqs] = max_tokens;
   batch.ids.assign(static_cast<std::size_t>(max_tokens), 0);
   std::vector<float> out(static_cast<std::size_t>(max_tokens));
@@ -58,7 +59,8 @@ void Transformer::upload_batch(Step& step, const TokenBatch& batch) {
   auto* offsets = step.ws.get<int64_t>(slot::seq_offsets, static_cast<std::size_t>(batch.num_seqs + 1));
   backend_.copy_to_device(ids, batch.ids.data(), sizeof(int32_t) * static_cast<std::size_t>(t));
   backend_.copy_to_device(pos, positions_.data(), sizeof(int32_t) * static_cast<std::size_t>(t));
-  backend_.copy_to_device(offsets, batch.seq_offsets.data(), sizeof(int64_t) * static_cast<std::size_t>(batch.num_seqs + 1));
+  backend_.copy_to_device(offsets, batch.seq_offsets.data(),
+                          sizeof(int64_t) * static_cast<std::size_t>(batch.num_seqs + 1));
   step.token_ids = ids;
   step.positions = pos;
   step.seq_offsets = offsets;

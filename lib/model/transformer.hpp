@@ -53,7 +53,7 @@ class Transformer {
   std::vector<int32_t> targets_;
   std::vector<double> lse_;
   std::vector<float> target_logit_;
-  std::vector<double> lse_all_;           // [tp, T] every vocabulary slice's logsumexp
+  std::vector<double> lse_all_;          // [tp, T] every vocabulary slice's logsumexp
   std::vector<float> target_logit_all_;  // [tp, T]
 };
 

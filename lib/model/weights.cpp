@@ -93,12 +93,13 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const Tensor
   MOE_CHECK(c.vocab_size >= tp.size, "parallel.tp = {} exceeds vocab_size = {}", tp.size, c.vocab_size);
   MOE_CHECK(!c.qk_norm || tp.size == 1,
             "parallel.tp = {}: this model normalises q and k over all heads (qk_norm, OLMoE), which tensor "
-            "slicing does not support yet; use tp = 1", tp.size);
+            "slicing does not support yet; use tp = 1",
+            tp.size);
   const auto [h0, h1] = slice_range(c.num_heads, tp.rank, tp.size);
-  const auto [kv0, kv1] = c.num_kv_heads % tp.size == 0
-                              ? slice_range(c.num_kv_heads, tp.rank, tp.size)
-                              : std::pair<int64_t, int64_t>{h0 / (c.num_heads / c.num_kv_heads),
-                                                            h0 / (c.num_heads / c.num_kv_heads) + 1};
+  const auto [kv0, kv1] =
+      c.num_kv_heads % tp.size == 0
+          ? slice_range(c.num_kv_heads, tp.rank, tp.size)
+          : std::pair<int64_t, int64_t>{h0 / (c.num_heads / c.num_kv_heads), h0 / (c.num_heads / c.num_kv_heads) + 1};
   w.heads = h1 - h0;
   w.kv_heads = kv1 - kv0;
   const auto [v0, v1] = slice_range(c.vocab_size, tp.rank, tp.size);

@@ -31,11 +31,11 @@ struct MlpWeights {
 // Shapes are this tp rank's slices: H and KV are its heads, F its MLP columns, V its vocabulary.
 struct LayerWeights {
   Norm attn_norm;
-  Matrix qkv;           // [(H + 2 KV) * hd, d]
+  Matrix qkv;             // [(H + 2 KV) * hd, d]
   DeviceBuffer qkv_bias;  // [(H + 2 KV) * hd] when qkv_bias
   DeviceBuffer q_norm;    // [H * hd] when qk_norm (the whole model's: qk_norm needs tp = 1)
   DeviceBuffer k_norm;    // [KV * hd] when qk_norm
-  Matrix o_proj;        // [d, H * hd]: a column slice, so its output is a partial sum over tp
+  Matrix o_proj;          // [d, H * hd]: a column slice, so its output is a partial sum over tp
   Norm mlp_norm;
   std::optional<MlpWeights> dense;   // dense layers
   Matrix router;                     // MoE layers: [E, d]
@@ -48,7 +48,7 @@ struct ModelWeights {
   Matrix embed_positions;  // [max_positions, d] (learned positions)
   std::vector<LayerWeights> layers;
   Norm final_norm;
-  Matrix lm_head;  // [V, d]; a view of embed_tokens when tied (its buffer is then empty)
+  Matrix lm_head;         // [V, d]; a view of embed_tokens when tied (its buffer is then empty)
   std::size_t bytes = 0;  // backend bytes held
   // This tp rank's slice of the heads and of the vocabulary (embedding and LM head rows).
   int64_t heads = 0;

@@ -53,7 +53,7 @@ int64_t AllToAllDispatcher::dispatch(int64_t layer, const DispatchPlan& plan, co
     for (int64_t e = first; e < first + count; ++e) {
       const int64_t begin = plan.expert_offsets[e];
       const int64_t end = plan.expert_offsets[e + 1];
-      counts_out_.push_back(plan.kept[e]);            // routed rows
+      counts_out_.push_back(plan.kept[e]);                // routed rows
       counts_out_.push_back(end - begin - plan.kept[e]);  // padding
 
       rows += end - begin;

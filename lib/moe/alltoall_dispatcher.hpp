@@ -35,17 +35,17 @@ class AllToAllDispatcher final : public Dispatcher {
   Communicator& counts_comm_;
   const ExpertPlacement& placement_;
   // Host bookkeeping of the current layer, reused from call to call.
-  std::vector<int32_t> send_token_;       // [sent rows] token of each sent row
-  std::vector<float> send_weight_;        // [sent rows] its gate weight
-  std::vector<int64_t> send_rows_;        // [W] rows sent to each rank
-  std::vector<int64_t> recv_rows_;        // [W] rows received from each rank
-  std::vector<int64_t> counts_out_;       // per destination, per its local expert: routed, padding
-  std::vector<int64_t> counts_in_;        // per source, per local expert: routed, padding
+  std::vector<int32_t> send_token_;  // [sent rows] token of each sent row
+  std::vector<float> send_weight_;   // [sent rows] its gate weight
+  std::vector<int64_t> send_rows_;   // [W] rows sent to each rank
+  std::vector<int64_t> recv_rows_;   // [W] rows received from each rank
+  std::vector<int64_t> counts_out_;  // per destination, per its local expert: routed, padding
+  std::vector<int64_t> counts_in_;   // per source, per local expert: routed, padding
   std::vector<std::size_t> c_send_bytes_, c_send_displs_, c_recv_bytes_, c_recv_displs_;
   std::vector<std::size_t> send_bytes_, send_displs_, recv_bytes_, recv_displs_;
-  std::vector<int32_t> by_expert_;        // [received rows] received row of each expert-ordered row
-  std::vector<int32_t> by_source_;        // [received rows] expert-ordered row of each received row
-  std::vector<int64_t> cursor_;           // [2 * local experts] scratch
+  std::vector<int32_t> by_expert_;  // [received rows] received row of each expert-ordered row
+  std::vector<int32_t> by_source_;  // [received rows] expert-ordered row of each received row
+  std::vector<int64_t> cursor_;     // [2 * local experts] scratch
   int64_t num_sent_ = 0;
   int64_t num_received_ = 0;
   int32_t* send_token_dev_ = nullptr;

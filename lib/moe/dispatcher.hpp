@@ -45,8 +45,8 @@ class LocalDispatcher final : public Dispatcher {
 
  private:
   Workspace& ws_;
-  int32_t* rows_ = nullptr;    // plan.row_token on the backend
-  float* weights_ = nullptr;   // plan.row_weight on the backend
+  int32_t* rows_ = nullptr;   // plan.row_token on the backend
+  float* weights_ = nullptr;  // plan.row_weight on the backend
 };
 
 }  // namespace moe

@@ -26,8 +26,10 @@ ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backen
     const auto [first, count] = expert_ranges[static_cast<std::size_t>(i)];
     MOE_CHECK(first >= 0 && count >= 0 && first + count <= c.num_experts(i),
               "layer {}: expert range [{}, {}) is outside its {} experts", i, first, first + count, c.num_experts(i));
-    const auto [f0, f1] = ffn_ranges.empty() ? std::pair<int64_t, int64_t>{0, full} : ffn_ranges[static_cast<std::size_t>(i)];
-    MOE_CHECK(0 <= f0 && f0 < f1 && f1 <= full, "layer {}: FFN slice [{}, {}) is outside its {} columns", i, f0, f1, full);
+    const auto [f0, f1] =
+        ffn_ranges.empty() ? std::pair<int64_t, int64_t>{0, full} : ffn_ranges[static_cast<std::size_t>(i)];
+    MOE_CHECK(0 <= f0 && f0 < f1 && f1 <= full, "layer {}: FFN slice [{}, {}) is outside its {} columns", i, f0, f1,
+              full);
     const int64_t f = f1 - f0;
     layer.first = first;
     layer.count = count;

@@ -48,9 +48,7 @@ class ResidentExpertStore final : public ExpertStore {
                       const std::vector<std::pair<int64_t, int64_t>>& expert_ranges,
                       const std::vector<std::pair<int64_t, int64_t>>& ffn_ranges = {});
   int64_t first_expert(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].first; }
-  int64_t num_local_experts(int64_t layer) const override {
-    return layers_[static_cast<std::size_t>(layer)].count;
-  }
+  int64_t num_local_experts(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].count; }
   int64_t local_ffn(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].ffn; }
   ExpertWeights acquire(int64_t layer, int64_t expert) override;
   std::size_t resident_bytes() const override { return bytes_; }
@@ -61,8 +59,8 @@ class ResidentExpertStore final : public ExpertStore {
     int64_t count = 0;
     int64_t ffn = 0;      // F: columns of the slice held
     int64_t in_rows = 0;  // mlp_in_rows(F)
-    DeviceBuffer in;   // [count, mlp_in_rows(F), d]
-    DeviceBuffer out;  // [count, d, F]
+    DeviceBuffer in;      // [count, mlp_in_rows(F), d]
+    DeviceBuffer out;     // [count, d, F]
     DType dtype = DType::f32;
   };
   std::vector<Layer> layers_;

@@ -6,8 +6,8 @@ namespace slot {
 enum : std::size_t { rows = 0, weights, expert_rows };
 }
 
-int64_t LocalDispatcher::dispatch(int64_t /*layer*/, const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,
-                                  std::vector<int64_t>& local_offsets) {
+int64_t LocalDispatcher::dispatch(int64_t /*layer*/, const DispatchPlan& plan, const float* x, int64_t d,
+                                  float*& expert_rows, std::vector<int64_t>& local_offsets) {
   Backend& be = ws_.backend();
   const int64_t n = plan.num_rows();
   rows_ = ws_.get<int32_t>(slot::rows, static_cast<std::size_t>(n));
@@ -26,7 +26,8 @@ int64_t LocalDispatcher::dispatch(int64_t /*layer*/, const DispatchPlan& plan, c
   return n;
 }
 
-void LocalDispatcher::combine(int64_t /*layer*/, const DispatchPlan& plan, const float* expert_out, int64_t d, float* y) {
+void LocalDispatcher::combine(int64_t /*layer*/, const DispatchPlan& plan, const float* expert_out, int64_t d,
+                              float* y) {
   ws_.backend().scatter_add_rows(expert_out, rows_, weights_, plan.num_rows(), d, y);
 }
 

@@ -13,10 +13,10 @@ namespace moe {
 
 struct LayerPlacement {
   int64_t num_experts = 0;
-  int64_t slices = 1;            // ranks per expert (1 unless E < W)
+  int64_t slices = 1;               // ranks per expert (1 unless E < W)
   std::vector<int64_t> rank_first;  // [W]: rank p holds experts [rank_first[p], rank_first[p] + rank_count[p])
   std::vector<int64_t> rank_count;  // [W]
-  int64_t ffn_begin = 0;         // this rank's FFN slice of its experts
+  int64_t ffn_begin = 0;            // this rank's FFN slice of its experts
   int64_t ffn_end = 0;
 };
 

@@ -2,8 +2,8 @@
 
 namespace moe {
 
-void route(Backend& backend, const float* x, int64_t num_tokens, const WeightView& router, int64_t k,
-           bool renormalize, float* logits, int32_t* ids_dev, float* weights_dev, RouterChoice& choice) {
+void route(Backend& backend, const float* x, int64_t num_tokens, const WeightView& router, int64_t k, bool renormalize,
+           float* logits, int32_t* ids_dev, float* weights_dev, RouterChoice& choice) {
   backend.linear(x, num_tokens, router, logits, 0.0f);
   backend.softmax_topk(logits, num_tokens, router.rows, k, renormalize, ids_dev, weights_dev);
   const auto n = static_cast<std::size_t>(num_tokens * k);

@@ -10,7 +10,9 @@
 #include <fstream>
 
 #include "backend/backend.hpp"
+#include "comm/alltoall.hpp"
 #include "comm/communicator.hpp"
+#include "comm/topology.hpp"
 #include "config/run_fingerprint.hpp"
 #include "core/error.hpp"
 #include "core/timer.hpp"
@@ -18,8 +20,6 @@
 #include "io/result_writer.hpp"
 #include "io/token_dataset.hpp"
 #include "model/transformer.hpp"
-#include "comm/alltoall.hpp"
-#include "comm/topology.hpp"
 #include "moe/alltoall_dispatcher.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
@@ -148,8 +148,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
       TransformerOptions options;
       options.gating = {config.moe.gating, config.moe.capacity_factor};
       options.tp = {topology->tp_size > 1 ? tp_comm.get() : nullptr, topology->tp_rank, topology->tp_size};
-      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, placement->local_ranges(),
-                                                      placement->ffn_ranges());
+      experts =
+          std::make_unique<ResidentExpertStore>(*ckpt, *backend, placement->local_ranges(), placement->ffn_ranges());
       transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, *dispatcher, expert_ws, options);
     });
   }
@@ -191,7 +191,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     ScopedPhase phase(&times, "warmup");
     transformer->reserve(std::min(bsz, n), max_tokens, max_len);
   }
-  const std::size_t growths_after_reserve = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
+  const std::size_t growths_after_reserve =
+      transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
 
   ProgressTotals done{schedule.num_done_before(), 0};
   for (int64_t b = 0; b < num_batches; ++b)

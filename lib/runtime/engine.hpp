@@ -11,8 +11,8 @@
 namespace moe {
 
 struct RunOutcome {
-  nlohmann::json report;  // also written to RunConfig::report when set (rank 0)
-  bool stopped = false;   // a stop signal ended the run before every batch was done
+  nlohmann::json report;     // also written to RunConfig::report when set (rank 0)
+  bool stopped = false;      // a stop signal ended the run before every batch was done
   int64_t batches_done = 0;  // in the output file, this run's and earlier runs'
   int64_t batches_total = 0;
 };

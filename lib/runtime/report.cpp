@@ -1,9 +1,9 @@
 #include "runtime/report.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <numeric>
-
-#include <omp.h>
 
 #include "core/error.hpp"
 #include "runtime/memory.hpp"
@@ -26,10 +26,10 @@ double max_over_ranks(Communicator& world, double value) {
 
 // Every phase the code times, in pipeline order. Ranks reduce over this fixed list, not over the
 // phases each happened to record: a rank that ran no batch still takes part in every reduction.
-const char* const kPhases[] = {"validate",      "load",           "warmup",        "read",         "embed",
-                               "norm",          "attention.qkv",  "attention.core", "attention.out", "dense_mlp",
-                               "moe.router",    "moe.dispatch",   "moe.experts",   "moe.combine",  "moe.shared",
-                               "tp.allreduce",  "tp.allgather",   "lm_head",       "write"};
+const char* const kPhases[] = {"validate",     "load",          "warmup",         "read",          "embed",
+                               "norm",         "attention.qkv", "attention.core", "attention.out", "dense_mlp",
+                               "moe.router",   "moe.dispatch",  "moe.experts",    "moe.combine",   "moe.shared",
+                               "tp.allreduce", "tp.allgather",  "lm_head",        "write"};
 
 }  // namespace
 
@@ -78,13 +78,14 @@ nlohmann::json make_report(const ReportInputs& in) {
   }
   r["phase_seconds_max_over_ranks"] = phases;
 
-  r["memory"] = {{"peak_rss_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(peak_rss_bytes()))},
-                 {"backend_peak_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.backend.peak_bytes()))},
-                 {"weight_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.transformer.weights().bytes))},
-                 {"expert_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.experts.resident_bytes()))},
-                 {"expert_bytes_per_rank", gather(world, static_cast<double>(in.experts.resident_bytes()))},
-                 {"workspace_bytes", in.transformer.workspace().bytes()},
-                 {"workspace_growths_in_batch_loop", in.workspace_growths_in_loop}};
+  r["memory"] = {
+      {"peak_rss_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(peak_rss_bytes()))},
+      {"backend_peak_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.backend.peak_bytes()))},
+      {"weight_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.transformer.weights().bytes))},
+      {"expert_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.experts.resident_bytes()))},
+      {"expert_bytes_per_rank", gather(world, static_cast<double>(in.experts.resident_bytes()))},
+      {"workspace_bytes", in.transformer.workspace().bytes()},
+      {"workspace_growths_in_batch_loop", in.workspace_growths_in_loop}};
 
   json layers = json::array();
   for (const MoeLayerStats& s : in.transformer.moe_stats()) {

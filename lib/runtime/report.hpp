@@ -6,8 +6,8 @@
 
 #include "backend/backend.hpp"
 #include "comm/communicator.hpp"
-#include "config/model_config.hpp"
 #include "comm/topology.hpp"
+#include "config/model_config.hpp"
 #include "config/run_config.hpp"
 #include "core/timer.hpp"
 #include "model/transformer.hpp"

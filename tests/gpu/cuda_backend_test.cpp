@@ -3,6 +3,8 @@
 //
 // Every GPU test skips when cuda_device_available() is false (any machine without a GPU or with a
 // too old driver). Only NoDevice.* runs there. As written, these tests have NOT yet run on a GPU.
+#include "cuda_backend.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,7 +21,6 @@
 #include "backend/cpu/cpu_backend.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
-#include "cuda_backend.hpp"
 
 namespace moe {
 namespace {
@@ -179,9 +180,13 @@ void run_linear(Backend& cpu, CudaBackend& gpu, std::mt19937& rng, DType dtype, 
   }
 }
 
-TEST_F(CudaBackendTest, LinearF32) { run_linear(cpu_, *gpu_, rng_, DType::f32, "linear f32"); }
+TEST_F(CudaBackendTest, LinearF32) {
+  run_linear(cpu_, *gpu_, rng_, DType::f32, "linear f32");
+}
 
-TEST_F(CudaBackendTest, LinearBf16) { run_linear(cpu_, *gpu_, rng_, DType::bf16, "linear bf16"); }
+TEST_F(CudaBackendTest, LinearBf16) {
+  run_linear(cpu_, *gpu_, rng_, DType::bf16, "linear bf16");
+}
 
 TEST_F(CudaBackendTest, LinearBf16ManyPanels) {
   // A panel of 1000 floats holds 18 rows of 53: the 70 rows take four panels.
@@ -296,18 +301,18 @@ TEST_F(CudaBackendTest, Embed) {
     const auto& ids = vocab_begin == 0 ? whole_ids : slice_ids;
     DeviceArray<int32_t> ids_dev(*gpu_, ids);
     for (const DType dtype : {DType::f32, DType::bf16}) {
-    for (const bool accumulate : {false, true}) {
-      auto out = random_floats(rng_, m * cols);
-      DeviceArray<float> out_dev(*gpu_, out);
-      const void* host_table = dtype == DType::f32 ? static_cast<const void*>(table.data()) : table_bf16.data();
-      const void* dev_table = dtype == DType::f32 ? static_cast<const void*>(tf_dev.get()) : tb_dev.get();
-      cpu_.embed(ids.data(), m, view(host_table, dtype, vocab, cols, stride), vocab_begin, out.data(), accumulate);
-      gpu_->embed(ids_dev.get(), m, view(dev_table, dtype, vocab, cols, stride), vocab_begin, out_dev.get(),
-                  accumulate);
-      expect_close(out, out_dev.to_host(), 0.0, 0.0,
-                   std::string("embed ") + std::string(dtype_name(dtype)) + (accumulate ? " accumulate" : "") +
-                       (vocab_begin > 0 ? " slice" : ""));
-    }
+      for (const bool accumulate : {false, true}) {
+        auto out = random_floats(rng_, m * cols);
+        DeviceArray<float> out_dev(*gpu_, out);
+        const void* host_table = dtype == DType::f32 ? static_cast<const void*>(table.data()) : table_bf16.data();
+        const void* dev_table = dtype == DType::f32 ? static_cast<const void*>(tf_dev.get()) : tb_dev.get();
+        cpu_.embed(ids.data(), m, view(host_table, dtype, vocab, cols, stride), vocab_begin, out.data(), accumulate);
+        gpu_->embed(ids_dev.get(), m, view(dev_table, dtype, vocab, cols, stride), vocab_begin, out_dev.get(),
+                    accumulate);
+        expect_close(out, out_dev.to_host(), 0.0, 0.0,
+                     std::string("embed ") + std::string(dtype_name(dtype)) + (accumulate ? " accumulate" : "") +
+                         (vocab_begin > 0 ? " slice" : ""));
+      }
     }
   }
 }
@@ -326,8 +331,8 @@ void run_attention(CpuBackend& cpu, CudaBackend& gpu, std::mt19937& rng, const s
   const auto v = random_floats(rng, total * kv_heads * head_dim);
   std::vector<float> out_cpu(total * heads * head_dim, 0.0f);
   std::vector<float> scratch_cpu(cpu.attention_scratch_bytes(max_len) / sizeof(float));
-  cpu.causal_attention(q.data(), k.data(), v.data(), out_cpu.data(), offsets.data(), num_seqs, max_len, heads,
-                       kv_heads, head_dim, scratch_cpu.data());
+  cpu.causal_attention(q.data(), k.data(), v.data(), out_cpu.data(), offsets.data(), num_seqs, max_len, heads, kv_heads,
+                       head_dim, scratch_cpu.data());
 
   DeviceArray<float> q_dev(gpu, q), k_dev(gpu, k), v_dev(gpu, v);
   DeviceArray<float> out_dev(gpu, std::vector<float>(out_cpu.size(), std::nanf("")));
@@ -345,7 +350,9 @@ TEST_F(CudaBackendTest, CausalAttentionGroupedHeads) {
   run_attention(cpu_, *gpu_, rng_, {7, 0, 1, 300, 129}, 4, 2, 64);
 }
 
-TEST_F(CudaBackendTest, CausalAttentionOddHeadDim) { run_attention(cpu_, *gpu_, rng_, {50, 200}, 3, 3, 48); }
+TEST_F(CudaBackendTest, CausalAttentionOddHeadDim) {
+  run_attention(cpu_, *gpu_, rng_, {50, 200}, 3, 3, 48);
+}
 
 // --- activations and elementwise ---------------------------------------------------------------
 
@@ -463,9 +470,13 @@ void run_lm_head(CpuBackend& cpu, CudaBackend& gpu, std::mt19937& rng, DType dty
   expect_close(target_cpu, target_dev.to_host(), 1e-4, 1e-5, what + " target logit");  // -inf outside the slice
 }
 
-TEST_F(CudaBackendTest, LmHeadF32) { run_lm_head(cpu_, *gpu_, rng_, DType::f32); }
+TEST_F(CudaBackendTest, LmHeadF32) {
+  run_lm_head(cpu_, *gpu_, rng_, DType::f32);
+}
 
-TEST_F(CudaBackendTest, LmHeadBf16) { run_lm_head(cpu_, *gpu_, rng_, DType::bf16); }
+TEST_F(CudaBackendTest, LmHeadBf16) {
+  run_lm_head(cpu_, *gpu_, rng_, DType::bf16);
+}
 
 TEST_F(CudaBackendTest, LmHeadBf16PanelTooSmallForATile) {
   // The vocabulary tile does not fit the panel: the per-row-tile linear() path.

@@ -3,6 +3,8 @@
 // every rank when there is no device or fewer devices than ranks on a node.
 //
 // As written, this test has NOT yet run on a GPU.
+#include "nccl_communicator.hpp"
+
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -13,7 +15,6 @@
 
 #include "core/error.hpp"
 #include "cuda_backend.hpp"
-#include "nccl_communicator.hpp"
 
 namespace moe {
 namespace {
@@ -112,7 +113,8 @@ TEST_F(NcclCommunicatorTest, AlltoallvImbalanced) {
   uint64_t expect_messages = 0, expect_bytes = 0;
   for (int p = 0; p < size_; ++p) {
     send_displs[p] = send.size() * sizeof(int32_t);
-    for (std::size_t i = 0; i < count(rank_, p); ++i) send.push_back(rank_ * 1000000 + p * 1000 + static_cast<int32_t>(i));
+    for (std::size_t i = 0; i < count(rank_, p); ++i)
+      send.push_back(rank_ * 1000000 + p * 1000 + static_cast<int32_t>(i));
     send_bytes[p] = count(rank_, p) * sizeof(int32_t);
     recv_displs[p] = recv_total * sizeof(int32_t);
     recv_bytes[p] = count(p, rank_) * sizeof(int32_t);

@@ -538,8 +538,7 @@ TEST_F(BadInput, TpDoesNotDivideHeads) {
 }
 
 TEST_F(BadInput, RanksPerNodeDoesNotDivideWorld) {
-  const std::string line =
-      rejection(score_mpi(2, run_file(model(), tokens(), "parallel:\n  ranks_per_node: 3\n")), -1);
+  const std::string line = rejection(score_mpi(2, run_file(model(), tokens(), "parallel:\n  ranks_per_node: 3\n")), -1);
   EXPECT_THAT(line, HasSubstr("ranks_per_node"));
   EXPECT_THAT(line, HasSubstr("3"));
 }

@@ -20,7 +20,8 @@ void expect_same_as_one_rank(const std::string& family, int num_seqs, int batch_
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string extra = "batch_size: " + std::to_string(batch_size) + "\n";
   const std::string one = dir.file("one.h5");
-  r = run_command(mpirun(1) + program("moe-score") + " " + write_run_file(dir, dir.file("model.h5"), dir.file("tokens.h5"), one, extra));
+  r = run_command(mpirun(1) + program("moe-score") + " " +
+                  write_run_file(dir, dir.file("model.h5"), dir.file("tokens.h5"), one, extra));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const Array base = read_array(one, "logprobs");
   const Array base_seq = read_array(one, "seq_logprob");
@@ -34,10 +35,16 @@ void expect_same_as_one_rank(const std::string& family, int num_seqs, int batch_
   }
 }
 
-TEST(DataParallel, MixtralMatchesOneRank) { expect_same_as_one_rank("mixtral", 29, 4); }
-TEST(DataParallel, PrMoeMatchesOneRank) { expect_same_as_one_rank("prmoe", 13, 2); }
+TEST(DataParallel, MixtralMatchesOneRank) {
+  expect_same_as_one_rank("mixtral", 29, 4);
+}
+TEST(DataParallel, PrMoeMatchesOneRank) {
+  expect_same_as_one_rank("prmoe", 13, 2);
+}
 // 3 sequences, batch 1, 4 ranks: rank 3 never gets a batch but joins every collective write.
-TEST(DataParallel, RanksWithoutSequencesTakePart) { expect_same_as_one_rank("qwen2moe", 3, 1); }
+TEST(DataParallel, RanksWithoutSequencesTakePart) {
+  expect_same_as_one_rank("qwen2moe", 3, 1);
+}
 
 }  // namespace
 }  // namespace moe::test

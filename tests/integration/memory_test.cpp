@@ -2,9 +2,9 @@
 // matrix (524 MB in fp32): the LM head works in tiles. The run report's peak figures show it.
 // Also: the batch loop allocates nothing once the workspace is sized (no growth after warm-up).
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "support/process.hpp"
 
@@ -48,9 +48,9 @@ TEST(Memory, BatchLoopDoesNotGrowWorkspaceWithRaggedBatches) {
                   " --vocab 512 --num-seqs 37 --min-len 0 --max-len 100 --ragged --seed 9");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* gating : {"dynamic", "static"}) {
-    const std::string run = write_run_file(dir, dir.file("model.h5"), dir.file("tokens.h5"), dir.file("scores.h5"),
-                                           std::string("batch_size: 5\nmoe:\n  gating: ") + gating +
-                                               "\nreport: " + dir.file("report.json") + "\n");
+    const std::string run = write_run_file(
+        dir, dir.file("model.h5"), dir.file("tokens.h5"), dir.file("scores.h5"),
+        std::string("batch_size: 5\nmoe:\n  gating: ") + gating + "\nreport: " + dir.file("report.json") + "\n");
     r = run_command(program("moe-score") + " " + run);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const auto report = nlohmann::json::parse(std::ifstream(dir.file("report.json")));

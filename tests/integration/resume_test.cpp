@@ -148,8 +148,7 @@ TEST_F(Resume, SigtermAtTwentyRandomPointsThenResumeGivesTheSameBytes) {
 // The same with expert, tensor and data parallelism at once: 4 ranks, tp 2 (2 dp groups), 2
 // simulated nodes, hierarchical all-to-all. Only tp rank 0 of a group writes and journals.
 TEST_F(Resume, SigtermUnderTensorAndExpertParallelismThenResumeGivesTheSameBytes) {
-  const std::string layout =
-      " --set parallel.tp=2 --set parallel.ranks_per_node=2 --set moe.alltoall=hierarchical";
+  const std::string layout = " --set parallel.tp=2 --set parallel.ranks_per_node=2 --set moe.alltoall=hierarchical";
   const auto command = [&](const std::string& extra) {
     return "env OMPI_MCA_mpi_yield_when_idle=1 " + mpirun(4) + program("moe-score") +
            " ../run.yaml --set progress_seconds=0.000001" + layout + extra;

@@ -45,7 +45,8 @@ TEST_P(ScoreVsReference, MatchesFloat64Reference) {
   r = run_command(program("moe-synth") + " tokens " + tokens + " --vocab 512 --num-seqs 11 --min-len 0 --max-len 48" +
                   (c.ragged ? " --ragged" : "") + " --seed " + std::to_string(token_seed));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string run = write_run_file(dir, model, tokens, output, "batch_size: " + std::to_string(c.batch_size) + "\n");
+  const std::string run =
+      write_run_file(dir, model, tokens, output, "batch_size: " + std::to_string(c.batch_size) + "\n");
   r = run_command(program("moe-score") + " " + run);
   ASSERT_EQ(r.exit_code, 0) << r.output;
 

@@ -6,9 +6,8 @@
 
 #include <cmath>
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "reference_model.hpp"
 #include "support/h5_read.hpp"
@@ -64,8 +63,8 @@ TEST_P(StaticGating, FullCapacityEqualsDynamic) {
   SCOPED_TRACE("model seed " + std::to_string(model_seed) + ", token seed " + std::to_string(token_seed));
   Fixture f(GetParam(), model_seed, token_seed, 9);
   const std::string factor = std::to_string(no_drop_factor(f.model));
-  for (const auto& [ranks, layout] : std::vector<std::pair<int, std::string>>{
-           {1, ""}, {4, "parallel:\n  tp: 2\n  ranks_per_node: 2\n"}}) {
+  for (const auto& [ranks, layout] :
+       std::vector<std::pair<int, std::string>>{{1, ""}, {4, "parallel:\n  tp: 2\n  ranks_per_node: 2\n"}}) {
     SCOPED_TRACE(std::to_string(ranks) + " ranks");
     const std::string base = "batch_size: 3\n" + layout;
     const std::string dyn = f.score("dynamic" + std::to_string(ranks), ranks, base + "moe:\n  gating: dynamic\n");
@@ -98,7 +97,8 @@ TEST_P(StaticGating, DropCountMatchesReference) {
     for (std::size_t first = 0; first < tokens.sequences.size(); first += batch_size) {
       const std::vector<std::vector<int32_t>> batch(
           tokens.sequences.begin() + static_cast<std::ptrdiff_t>(first),
-          tokens.sequences.begin() + static_cast<std::ptrdiff_t>(std::min(tokens.sequences.size(), first + batch_size)));
+          tokens.sequences.begin() +
+              static_cast<std::ptrdiff_t>(std::min(tokens.sequences.size(), first + batch_size)));
       for (auto& seq : ref::score_batch_static(model, batch, gating)) want.push_back(std::move(seq));
     }
     if (gating.min_margin < 1e-5) {
@@ -112,8 +112,8 @@ TEST_P(StaticGating, DropCountMatchesReference) {
       nlohmann::json report;
       const std::string out =
           f.score("small" + std::to_string(ranks), ranks,
-                  "batch_size: " + std::to_string(batch_size) + "\nmoe:\n  gating: static\n  capacity_factor: " +
-                      std::to_string(factor) + "\n",
+                  "batch_size: " + std::to_string(batch_size) +
+                      "\nmoe:\n  gating: static\n  capacity_factor: " + std::to_string(factor) + "\n",
                   &report);
       EXPECT_EQ(dropped_rows(report), gating.dropped);
       const Array got = read_array(out, "logprobs");

@@ -2,6 +2,8 @@
 // 1, 2, 4 and 8 ranks with simulated nodes of 1, 2 or 4 ranks: `--ranks-per-node R`, 0 = real nodes).
 // Every rank derives the whole (src, dst) byte-count matrix from a shared seed, so each can check
 // its own receive buffer byte for byte and its own message count independently of the library.
+#include "comm/alltoall.hpp"
+
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -13,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "comm/alltoall.hpp"
 #include "comm/topology.hpp"
 #include "core/error.hpp"
 #include "mpi_test_main.hpp"
@@ -111,7 +112,9 @@ std::size_t count_wrong(const std::vector<uint8_t>& got, const std::vector<uint8
 CommStats expected_hierarchical(const Matrix& m, const Topology& topo) {
   const int world = topo.world_size, rpn = topo.ranks_per_node, nodes = topo.num_nodes;
   const int me = topo.world_rank, n = topo.node_of(me), l = topo.local_of(me);
-  auto rank = [&](int node, int local) { return topo.simulated_nodes ? node * rpn + local : topo.world_rank_of(node, local); };
+  auto rank = [&](int node, int local) {
+    return topo.simulated_nodes ? node * rpn + local : topo.world_rank_of(node, local);
+  };
   auto at = [&](int src, int dst) { return m[static_cast<std::size_t>(src * world + dst)]; };
   CommStats s;
   for (int lp = 0; lp < rpn; ++lp) {
@@ -179,7 +182,8 @@ TEST_F(AllToAllTest, RandomCountsWithZeros) {
   const int world = topo_->world_size;
   uint32_t seed = 100;
   for (std::size_t max_bytes : {std::size_t{1}, std::size_t{7}, std::size_t{300}, std::size_t{5000}})
-    for (double zeros : {0.0, 0.3, 0.8}) check_exchange(*topo_, *flat_, *hier_, random_counts(world, seed++, max_bytes, zeros));
+    for (double zeros : {0.0, 0.3, 0.8})
+      check_exchange(*topo_, *flat_, *hier_, random_counts(world, seed++, max_bytes, zeros));
 }
 
 TEST_F(AllToAllTest, AllZeroAndSingleSender) {
@@ -187,7 +191,8 @@ TEST_F(AllToAllTest, AllZeroAndSingleSender) {
   check_exchange(*topo_, *flat_, *hier_, Matrix(static_cast<std::size_t>(world * world), 0));
   // Only the last rank sends, to everyone (itself included).
   Matrix m(static_cast<std::size_t>(world * world), 0);
-  for (int p = 0; p < world; ++p) m[static_cast<std::size_t>((world - 1) * world + p)] = 17 + static_cast<std::size_t>(p);
+  for (int p = 0; p < world; ++p)
+    m[static_cast<std::size_t>((world - 1) * world + p)] = 17 + static_cast<std::size_t>(p);
   check_exchange(*topo_, *flat_, *hier_, m);
 }
 
@@ -246,8 +251,7 @@ TEST(TopologyTest, NodeAndCrossNodeGroups) {
     EXPECT_EQ(topo.num_nodes, 1);
     EXPECT_EQ(topo.local_rank, me);
   }
-  for (int r = 0; r < world; ++r)
-    EXPECT_EQ(topo.world_rank_of(topo.node_of(r), topo.local_of(r)), r);
+  for (int r = 0; r < world; ++r) EXPECT_EQ(topo.world_rank_of(topo.node_of(r), topo.local_of(r)), r);
   int rank = -1;
   MPI_Comm_rank(topo.node_comm, &rank);
   EXPECT_EQ(rank, topo.local_rank);

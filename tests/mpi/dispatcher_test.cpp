@@ -25,8 +25,8 @@ namespace {
 
 void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_t seed) {
   const int world = test::world_size(), me = test::world_rank();
-  SCOPED_TRACE(std::to_string(experts) + " experts, " + (dynamic ? "dynamic" : "static") + ", " + variant +
-               ", seed " + std::to_string(seed));
+  SCOPED_TRACE(std::to_string(experts) + " experts, " + (dynamic ? "dynamic" : "static") + ", " + variant + ", seed " +
+               std::to_string(seed));
   Topology topology(MPI_COMM_WORLD, test::ranks_per_node_option());
   auto backend = make_backend("cpu");
   auto comm = make_mpi_communicator(MPI_COMM_WORLD);
@@ -80,7 +80,8 @@ void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_
   ASSERT_EQ(offsets.back(), n);
   // Routed rows of a local expert, then its padding: what arrives equals what the plans kept.
   double routed_here = 0, routed_all = 0;
-  for (int64_t local = 0; local < lp.rank_count[me]; ++local) routed_here += offsets[2 * local + 1] - offsets[2 * local];
+  for (int64_t local = 0; local < lp.rank_count[me]; ++local)
+    routed_here += offsets[2 * local + 1] - offsets[2 * local];
   for (int64_t e = 0; e < experts; ++e) routed_all += static_cast<double>(plan.kept[e] * lp.slices);
   MPI_Allreduce(MPI_IN_PLACE, &routed_here, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   MPI_Allreduce(MPI_IN_PLACE, &routed_all, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);

@@ -8,9 +8,8 @@
 
 #include <cmath>
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "support/h5_read.hpp"
 #include "support/process.hpp"
@@ -93,8 +92,8 @@ TEST_P(LayoutParity, EveryLayoutGivesOneRanksAnswer) {
     EXPECT_EQ(rep["layout"]["nodes"].get<int>(), layout.nodes);
     if (layout.world == 8 && layout.tp == 1 && layout.nodes == 1 && layout.alltoall == "flat") {
       const double bytes = rep["memory"]["expert_bytes_max_over_ranks"].get<double>();
-      EXPECT_LE(bytes, base_expert_bytes / 6.0) << "expert bytes per rank: world 1 " << base_expert_bytes
-                                                << ", world 8 " << bytes;
+      EXPECT_LE(bytes, base_expert_bytes / 6.0)
+          << "expert bytes per rank: world 1 " << base_expert_bytes << ", world 8 " << bytes;
       // Every rank holds some experts (PR-MoE's 4-expert layer is sliced over 2 ranks each).
       for (const auto& b : rep["memory"]["expert_bytes_per_rank"]) EXPECT_GT(b.get<double>(), 0.0);
     }

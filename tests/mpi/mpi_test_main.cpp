@@ -25,7 +25,9 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 
 }  // namespace
 
-int ranks_per_node_option() { return g_ranks_per_node; }
+int ranks_per_node_option() {
+  return g_ranks_per_node;
+}
 
 int world_rank() {
   int r = 0;

@@ -1,12 +1,10 @@
 #include "support/h5_read.hpp"
 
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <algorithm>
 #include <cmath>
-
-#include <hdf5.h>
-
 #include <stdexcept>
 
 namespace moe::test {

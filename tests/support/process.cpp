@@ -23,9 +23,13 @@ CommandResult run_command(const std::string& command) {
   return result;
 }
 
-std::string program(const std::string& name) { return std::string(MOE_TEST_BIN_DIR) + "/" + name; }
+std::string program(const std::string& name) {
+  return std::string(MOE_TEST_BIN_DIR) + "/" + name;
+}
 
-std::string input_file(const std::string& relative) { return std::string(MOE_TEST_INPUTS_DIR) + "/" + relative; }
+std::string input_file(const std::string& relative) {
+  return std::string(MOE_TEST_INPUTS_DIR) + "/" + relative;
+}
 
 std::string mpirun(int ranks) {
   return "env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +

@@ -1,9 +1,8 @@
 #pragma once
 // The JSON run report moe-score writes (for tests that check its figures).
 #include <fstream>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace moe::test {
 

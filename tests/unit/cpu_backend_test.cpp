@@ -7,6 +7,8 @@
 // Tolerances are fp32 ones: for a dot product the error bound scales with sum |x_i w_i| (computed
 // in float64 as the reference of |x| . |w|^T), elsewhere relative ~1e-5 with a small absolute
 // floor for results that cancel to ~0.
+#include "backend/cpu/cpu_backend.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/cpu_backend.hpp"
 #include "core/dtype.hpp"
 #include "reference_kernels.hpp"
 
@@ -32,7 +33,9 @@ using ref::Vec;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr double kRtol = 1e-5;
 
-Vec to_double(std::span<const float> x) { return Vec(x.begin(), x.end()); }
+Vec to_double(std::span<const float> x) {
+  return Vec(x.begin(), x.end());
+}
 
 Vec abs_of(const Vec& x) {
   Vec a(x.size());
@@ -63,8 +66,7 @@ void expect_close(std::span<const float> got, const Vec& want, double rtol, doub
     const double tol = rtol * s + atol;
     if (!(std::abs(static_cast<double>(got[i]) - want[i]) <= tol)) {
       if (++bad <= 5) {
-        ADD_FAILURE() << what << ": index " << i << " got " << got[i] << " want " << want[i] << " (tol " << tol
-                      << ")";
+        ADD_FAILURE() << what << ": index " << i << " got " << got[i] << " want " << want[i] << " (tol " << tol << ")";
       }
     }
   }
@@ -195,8 +197,8 @@ TEST_P(CpuLinearTest, MatchesReference) {
   DeviceBuffer dw = p.dtype == DType::bf16 ? upload(to_bf16(full)) : upload(full);
   // With beta = 0 the output is not read: NaN there must not leak into the result.
   DeviceBuffer dy = upload(p.beta == 0.0f ? std::vector<float>(y0.size(), kNaN) : y0);
-  WeightView view{static_cast<const char*>(dw.data()) + col0 * static_cast<int64_t>(dtype_size(p.dtype)), p.dtype,
-                  out, in, stride};
+  WeightView view{static_cast<const char*>(dw.data()) + col0 * static_cast<int64_t>(dtype_size(p.dtype)), p.dtype, out,
+                  in, stride};
   backend_.linear(dx.as<float>(), m, view, dy.as<float>(), p.beta);
 
   Vec want = ref::linear(to_double(x), w, out, in);
@@ -398,8 +400,8 @@ TEST_P(CpuEmbedTest, MatchesTableRows) {
   DeviceBuffer dt = p.dtype == DType::bf16 ? upload(to_bf16(table)) : upload(table);
   DeviceBuffer di = upload(ids);
   DeviceBuffer dout = upload(p.accumulate ? out0 : std::vector<float>(out0.size(), kNaN));
-  backend_.embed(di.as<int32_t>(), m, WeightView{dt.data(), p.dtype, vocab, d, stride}, p.vocab_begin,
-                 dout.as<float>(), p.accumulate);
+  backend_.embed(di.as<int32_t>(), m, WeightView{dt.data(), p.dtype, vocab, d, stride}, p.vocab_begin, dout.as<float>(),
+                 p.accumulate);
   Vec want(out0.size());
   int64_t outside = 0;
   for (int64_t i = 0; i < m; ++i) {
@@ -407,7 +409,8 @@ TEST_P(CpuEmbedTest, MatchesTableRows) {
     const bool held = row >= 0 && row < vocab;
     outside += held ? 0 : 1;
     for (int64_t j = 0; j < d; ++j) {
-      want[i * d + j] = (held ? static_cast<double>(seen[row * stride + j]) : 0.0) + (p.accumulate ? out0[i * d + j] : 0.0);
+      want[i * d + j] =
+          (held ? static_cast<double>(seen[row * stride + j]) : 0.0) + (p.accumulate ? out0[i * d + j] : 0.0);
     }
   }
   if (p.vocab_begin > 0) {
@@ -456,8 +459,7 @@ TEST_P(CpuAttentionTest, PackedSequencesMatchPerSequenceReference) {
   DeviceBuffer dout = upload(std::vector<float>(q.size(), kNaN));
   DeviceBuffer scratch = backend_.alloc(backend_.attention_scratch_bytes(max_len));
   backend_.causal_attention(dq.as<float>(), dk.as<float>(), dv.as<float>(), dout.as<float>(), doff.as<int64_t>(),
-                            static_cast<int64_t>(lengths.size()), max_len, heads, kv_heads, head_dim,
-                            scratch.data());
+                            static_cast<int64_t>(lengths.size()), max_len, heads, kv_heads, head_dim, scratch.data());
   const auto out = download<float>(dout, q.size());
 
   const Vec qd = to_double(q), kd = to_double(k), vd = to_double(v);
@@ -553,8 +555,8 @@ TEST_P(CpuSoftmaxTopkTest, ExactTiesGoToTheLowerId) {
   const bool renormalize = GetParam();
   const int64_t e = 6, k = 3;
   const std::vector<float> logits = {
-      0.5f, 2.0f, 1.0f, 2.0f, 2.0f, -1.0f,   // three-way tie at the top: 1, 3, 4
-      1.0f, 3.0f, 2.0f, 2.0f, 0.0f, 2.0f,    // tie for the last two slots: 2, 3 (not 5)
+      0.5f,  2.0f,  1.0f,  2.0f,  2.0f,  -1.0f,  // three-way tie at the top: 1, 3, 4
+      1.0f,  3.0f,  2.0f,  2.0f,  0.0f,  2.0f,   // tie for the last two slots: 2, 3 (not 5)
       0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f,  // all equal: 0, 1, 2
   };
   const std::vector<std::vector<int32_t>> expected_ids = {{1, 3, 4}, {1, 2, 3}, {0, 1, 2}};
@@ -572,8 +574,8 @@ TEST_P(CpuSoftmaxTopkTest, ExactTiesGoToTheLowerId) {
       EXPECT_EQ(ids[i * k + s], expected_ids[i][s]) << "row " << i << " slot " << s;
       EXPECT_EQ(want.ids[s], expected_ids[i][s]) << "reference, row " << i << " slot " << s;
     }
-    expect_close(std::span<const float>(weights).subspan(static_cast<std::size_t>(i * k), k), want.weights, kRtol,
-                 1e-7, "tie weights, row " + std::to_string(i));
+    expect_close(std::span<const float>(weights).subspan(static_cast<std::size_t>(i * k), k), want.weights, kRtol, 1e-7,
+                 "tie weights, row " + std::to_string(i));
   }
 }
 

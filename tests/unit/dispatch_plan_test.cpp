@@ -3,6 +3,8 @@
 // its gate weight; static gating keeps the first `capacity` rows of each expert, counts the rest as
 // dropped and pads short experts with weight-0 rows. Routing is random (std::random_device seed,
 // printed on failure).
+#include "moe/dispatch_plan.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,8 +16,6 @@
 #include <tuple>
 #include <utility>
 #include <vector>
-
-#include "moe/dispatch_plan.hpp"
 
 namespace moe::test {
 namespace {
@@ -116,8 +116,8 @@ void expect_dynamic_plan(const DispatchPlan& plan, const Routing& r) {
 
 TEST_F(DispatchPlanTest, DynamicKeepsEveryRoutedRowGroupedByExpertInTokenOrder) {
   SCOPED_TRACE(seed_trace());
-  for (const auto& [tokens, k, experts] :
-       std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 1}, {37, 2, 8}, {101, 4, 12}, {64, 1, 5}, {23, 3, 3}}) {
+  for (const auto& [tokens, k, experts] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 1, 1}, {37, 2, 8}, {101, 4, 12}, {64, 1, 5}, {23, 3, 3}}) {
     SCOPED_TRACE("T=" + std::to_string(tokens) + " k=" + std::to_string(k) + " E=" + std::to_string(experts));
     const Routing r = random_routing(tokens, k, experts, tokens % 2 == 1);
     DispatchPlan plan;

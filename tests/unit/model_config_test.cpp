@@ -1,15 +1,15 @@
 // moe::ModelConfig: model specs (YAML, with the layer-layout shorthand) and checkpoint attributes
 // parse into the same validated description; the specs shipped in inputs/models/ parse; the
 // attribute form round-trips; bad configs are rejected naming the source and the key.
+#include "config/model_config.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <yaml-cpp/yaml.h>
 
 #include <string>
 #include <vector>
 
-#include "config/model_config.hpp"
 #include "core/error.hpp"
 #include "support/process.hpp"
 
@@ -36,7 +36,9 @@ top_k: 2
 router_renormalize: true
 )";
 
-ModelConfig from_text(const std::string& text) { return ModelConfig::from_yaml(YAML::Load(text), "spec.yaml"); }
+ModelConfig from_text(const std::string& text) {
+  return ModelConfig::from_yaml(YAML::Load(text), "spec.yaml");
+}
 
 std::string error_of(const std::string& text) {
   try {

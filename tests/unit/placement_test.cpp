@@ -1,12 +1,13 @@
 // ExpertPlacement: every expert of every layer is held by exactly the ranks the dispatcher sends
 // its rows to, ranges are contiguous and balanced, and sliced experts' FFN slices partition the
 // columns. Checked for random expert counts and world sizes.
+#include "moe/placement.hpp"
+
 #include <gtest/gtest.h>
 
 #include <random>
 
 #include "core/error.hpp"
-#include "moe/placement.hpp"
 
 namespace moe {
 namespace {
@@ -47,7 +48,8 @@ TEST(Placement, EveryExpertAndColumnIsHeldExactlyOnce) {
       const int64_t e_count = experts[l];
       if (e_count == 0) continue;
       // held[e][col]: how many ranks hold column col of expert e.
-      std::vector<std::vector<int>> held(static_cast<std::size_t>(e_count), std::vector<int>(static_cast<std::size_t>(ffn), 0));
+      std::vector<std::vector<int>> held(static_cast<std::size_t>(e_count),
+                                         std::vector<int>(static_cast<std::size_t>(ffn), 0));
       int64_t min_count = e_count, max_count = 0;
       for (int r = 0; r < world; ++r) {
         const ExpertPlacement p(c, r, world);

@@ -1,13 +1,14 @@
 // moe::RunConfig::parse: the run-file contract job scripts rely on. Every key parses, defaults
 // hold, --set overrides nested keys without disturbing their siblings, and every bad file is
 // rejected with a message that names the source and the offending key or value.
+#include "config/run_config.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
-#include "config/run_config.hpp"
 #include "core/error.hpp"
 
 namespace moe::test {
@@ -221,7 +222,8 @@ TEST(RunConfig, BatchSizeMustBePositive) {
   msg = error_of(std::string(kMinimal) + "batch_size: lots\n");
   EXPECT_THAT(msg, HasSubstr("'batch_size'"));
   EXPECT_THAT(msg, HasSubstr("'lots'"));
-  EXPECT_THAT(error_of(std::string(kMinimal) + "batch_size: [1, 2]\n"), HasSubstr("'batch_size' must be a single value"));
+  EXPECT_THAT(error_of(std::string(kMinimal) + "batch_size: [1, 2]\n"),
+              HasSubstr("'batch_size' must be a single value"));
 }
 
 TEST(RunConfig, UnknownGatingListsTheValidOnes) {

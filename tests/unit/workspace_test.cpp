@@ -1,12 +1,13 @@
 // moe::Workspace: per-step buffers by slot that grow only when a step asks for more than the slot
 // holds, and are reused otherwise, so the per-batch path allocates nothing after the largest batch.
+#include "backend/workspace.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstddef>
 #include <cstdint>
 
 #include "backend/cpu/cpu_backend.hpp"
-#include "backend/workspace.hpp"
 
 namespace moe::test {
 namespace {

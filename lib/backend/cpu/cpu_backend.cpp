@@ -21,7 +21,9 @@ namespace {
 constexpr std::size_t kAlignment = 64;
 constexpr int64_t kAttentionTile = 128;  // queries per attention block
 
-const float* f32_row(const WeightView& w, int64_t row) { return static_cast<const float*>(w.data) + row * w.stride; }
+const float* f32_row(const WeightView& w, int64_t row) {
+  return static_cast<const float*>(w.data) + row * w.stride;
+}
 const uint16_t* bf16_row(const WeightView& w, int64_t row) {
   return static_cast<const uint16_t*>(w.data) + row * w.stride;
 }
@@ -45,7 +47,9 @@ void* CpuBackend::raw_alloc(std::size_t bytes) {
   return ptr;
 }
 
-void CpuBackend::raw_free(void* ptr) { std::free(ptr); }
+void CpuBackend::raw_free(void* ptr) {
+  std::free(ptr);
+}
 
 void CpuBackend::copy_to_device(void* dst, const void* host_src, std::size_t bytes) {
   if (bytes) std::memcpy(dst, host_src, bytes);
@@ -80,8 +84,8 @@ void CpuBackend::linear(const float* x, int64_t m, const WeightView& w, float* y
   }
 }
 
-void CpuBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups,
-                                const WeightView* weights, float* y) {
+void CpuBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
+                                float* y) {
   for (int64_t g = 0; g < num_groups; ++g) {
     const int64_t rows = offsets[g + 1] - offsets[g];
     if (rows == 0) continue;
@@ -112,8 +116,7 @@ void CpuBackend::rms_norm(const float* x, const float* w, float* y, int64_t m, i
   }
 }
 
-void CpuBackend::layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
-                            float eps) {
+void CpuBackend::layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d, float eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
     const float* xi = x + i * d;
@@ -128,8 +131,7 @@ void CpuBackend::layer_norm(const float* x, const float* w, const float* b, floa
   }
 }
 
-void CpuBackend::rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim,
-                      float theta) {
+void CpuBackend::rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) {
   const int64_t half = head_dim / 2;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
@@ -235,8 +237,8 @@ void CpuBackend::scale_rows_sigmoid(float* y, const float* logit, int64_t m, int
   }
 }
 
-void CpuBackend::softmax_topk(const float* logits, int64_t m, int64_t e, int64_t k, bool renormalize,
-                              int32_t* ids, float* weights) {
+void CpuBackend::softmax_topk(const float* logits, int64_t m, int64_t e, int64_t k, bool renormalize, int32_t* ids,
+                              float* weights) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i)
     kernels::softmax_topk_row(logits + i * e, e, k, renormalize, ids + i * k, weights + i * k);

@@ -19,8 +19,7 @@ class CpuBackend final : public Backend {
   void add_bias(float* y, const float* bias, int64_t m, int64_t n) override;
   void add(float* y, const float* x, int64_t n) override;
   void rms_norm(const float* x, const float* w, float* y, int64_t m, int64_t d, float eps) override;
-  void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
-                  float eps) override;
+  void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d, float eps) override;
   void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) override;
   void embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,
              bool accumulate) override;
@@ -36,8 +35,8 @@ class CpuBackend final : public Backend {
   void gather_rows(const float* x, const int32_t* rows, int64_t m, int64_t d, float* out) override;
   void scatter_add_rows(const float* x, const int32_t* rows, const float* scale, int64_t m, int64_t d,
                         float* out) override;
-  void lm_head_logsumexp(const float* h, int64_t m, const WeightView& head, int64_t vocab_begin,
-                         const int32_t* targets, double* lse, float* target_logit, void* scratch) override;
+  void lm_head_logsumexp(const float* h, int64_t m, const WeightView& head, int64_t vocab_begin, const int32_t* targets,
+                         double* lse, float* target_logit, void* scratch) override;
 
  protected:
   void* raw_alloc(std::size_t bytes) override;
