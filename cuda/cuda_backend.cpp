@@ -248,6 +248,15 @@ void CudaBackend::rms_norm(const float* x, const float* w, float* y, int64_t m, 
   MOE_CUDA_CHECK(cuda_kernels::rms_norm(x, w, y, m, d, eps, stream_));
 }
 
+void CudaBackend::row_sum_squares(const float* x, int64_t m, int64_t d, double* sum_sq) {
+  MOE_CUDA_CHECK(cuda_kernels::row_sum_squares(x, m, d, sum_sq, stream_));
+}
+
+void CudaBackend::rms_norm_scaled(const float* x, const float* w, const double* sum_sq, double count, float* y,
+                                  int64_t m, int64_t d, float eps) {
+  MOE_CUDA_CHECK(cuda_kernels::rms_norm_scaled(x, w, sum_sq, count, y, m, d, eps, stream_));
+}
+
 void CudaBackend::layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
                              float eps) {
   MOE_CUDA_CHECK(cuda_kernels::layer_norm(x, w, b, y, m, d, eps, stream_));

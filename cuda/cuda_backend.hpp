@@ -70,6 +70,9 @@ class CudaBackend final : public Backend {
   void add_bias(float* y, const float* bias, int64_t m, int64_t n) override;
   void add(float* y, const float* x, int64_t n) override;
   void rms_norm(const float* x, const float* w, float* y, int64_t m, int64_t d, float eps) override;
+  void row_sum_squares(const float* x, int64_t m, int64_t d, double* sum_sq) override;
+  void rms_norm_scaled(const float* x, const float* w, const double* sum_sq, double count, float* y, int64_t m,
+                       int64_t d, float eps) override;
   void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d, float eps) override;
   void rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) override;
   void embed(const int32_t* ids, int64_t m, const WeightView& table, int64_t vocab_begin, float* out,

@@ -81,6 +81,13 @@ class Backend {
   // --- normalisation and position -------------------------------------------------------------
   // y = x / sqrt(mean(x^2) + eps) * w, per row of d.   r: x, w  w: y (may alias x)
   virtual void rms_norm(const float* x, const float* w, float* y, int64_t m, int64_t d, float eps) = 0;
+  // RMSNorm of rows split over ranks (OLMoE's q/k norm under tensor slicing), in two steps with a
+  // sum over the ranks between them: sum_sq[i] = sum_j x[i, j]^2 (fp64), then
+  // y = x / sqrt(sum_sq / count + eps) * w with count the full row's length.
+  // r: x  w: sum_sq[m]   /   r: x, w, sum_sq  w: y (may alias x)
+  virtual void row_sum_squares(const float* x, int64_t m, int64_t d, double* sum_sq) = 0;
+  virtual void rms_norm_scaled(const float* x, const float* w, const double* sum_sq, double count, float* y,
+                               int64_t m, int64_t d, float eps) = 0;
   // y = (x - mean) / sqrt(var + eps) * w + b.   r: x, w, b  w: y (may alias x)
   virtual void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
                           float eps) = 0;

@@ -11,6 +11,20 @@ void apply_norm(Step& step, const Norm& norm, const float* x, float* out, int64_
     step.backend.layer_norm(x, norm.weight.as<float>(), norm.bias.as<float>(), out, m, d, eps);
 }
 
+namespace {
+
+// RMSNorm of rows [T, d] that are this tp rank's slice of rows of `count` elements in all.
+void sharded_rms_norm(Step& step, float* x, const float* w, int64_t d, double count) {
+  const int64_t t = step.num_tokens;
+  auto* sum_sq = step.ws.get<double>(slot::qk_sum_sq, static_cast<std::size_t>(t));
+  step.backend.row_sum_squares(x, t, d, sum_sq);
+  step.backend.synchronize();
+  step.tp.comm->allreduce_sum(sum_sq, static_cast<std::size_t>(t));
+  step.backend.rms_norm_scaled(x, w, sum_sq, count, x, t, d, static_cast<float>(step.config.norm_eps));
+}
+
+}  // namespace
+
 void attention_forward(Step& step, const LayerWeights& layer, float* h) {
   const ModelConfig& c = step.config;
   Backend& be = step.backend;
@@ -44,8 +58,18 @@ void attention_forward(Step& step, const LayerWeights& layer, float* h) {
     }
     if (c.qk_norm) {  // OLMoE: over the whole projected row, before the head split and RoPE
       const auto eps = static_cast<float>(c.norm_eps);
-      be.rms_norm(q, layer.q_norm.as<float>(), q, t, q_cols, eps);
-      be.rms_norm(k, layer.k_norm.as<float>(), k, t, kv_cols, eps);
+      if (!step.tp.active()) {
+        be.rms_norm(q, layer.q_norm.as<float>(), q, t, q_cols, eps);
+        be.rms_norm(k, layer.k_norm.as<float>(), k, t, kv_cols, eps);
+      } else {
+        // The row is split over the tp ranks: its sum of squares is summed over them. A kv head
+        // held by several ranks (tp > KV) is counted that many times, and so is its length.
+        const double kv_copies =
+            static_cast<double>(step.tp.size * step.kv_heads) / static_cast<double>(c.num_kv_heads);
+        sharded_rms_norm(step, q, layer.q_norm.as<float>(), q_cols, static_cast<double>(c.num_heads * c.head_dim));
+        sharded_rms_norm(step, k, layer.k_norm.as<float>(), kv_cols,
+                         kv_copies * static_cast<double>(c.num_kv_heads * c.head_dim));
+      }
     }
     if (c.position == PositionKind::rope) {
       const auto theta = static_cast<float>(c.rope_theta);

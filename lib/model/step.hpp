@@ -36,6 +36,7 @@ enum : std::size_t {
   lm_scratch,     // backend-defined
   partial,        // [T, d] a partial sum over tp ranks
   moe_out,        // [T, d] the MoE output of the tp group's tokens (parallelism-coordinated)
+  qk_sum_sq,      // [T] double: q or k rows' sums of squares over the tp group (sharded qk_norm)
   count
 };
 }  // namespace slot

@@ -91,10 +91,6 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const Tensor
   MOE_CHECK(c.num_kv_heads % tp.size == 0 || tp.size % c.num_kv_heads == 0,
             "parallel.tp = {}: num_kv_heads = {} must divide it or be a multiple of it", tp.size, c.num_kv_heads);
   MOE_CHECK(c.vocab_size >= tp.size, "parallel.tp = {} exceeds vocab_size = {}", tp.size, c.vocab_size);
-  MOE_CHECK(!c.qk_norm || tp.size == 1,
-            "parallel.tp = {}: this model normalises q and k over all heads (qk_norm, OLMoE), which tensor "
-            "slicing does not support yet; use tp = 1",
-            tp.size);
   const auto [h0, h1] = slice_range(c.num_heads, tp.rank, tp.size);
   const auto [kv0, kv1] =
       c.num_kv_heads % tp.size == 0
@@ -126,11 +122,9 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const Tensor
       HostTensor all = stack_rows({&qb, &kb, &vb}, p + "/attn biases");
       l.qkv_bias = upload_f32(backend, all);
     }
-    if (c.qk_norm) {
-      // OLMoE normalises the whole q and k vectors (all heads), which tensor slicing would
-      // split; refused below for tp > 1.
-      l.q_norm = upload_f32(backend, ckpt.read(p + "/attn/q_norm", {q_rows}));
-      l.k_norm = upload_f32(backend, ckpt.read(p + "/attn/k_norm", {kv_rows}));
+    if (c.qk_norm) {  // this rank's slices: the norm's statistics are summed over tp
+      l.q_norm = upload_f32(backend, ckpt.read(p + "/attn/q_norm", {q_rows}, {h0 * hd}, {(h1 - h0) * hd}));
+      l.k_norm = upload_f32(backend, ckpt.read(p + "/attn/k_norm", {kv_rows}, {kv0 * hd}, {(kv1 - kv0) * hd}));
     }
     l.o_proj = upload_matrix(backend, ckpt.read(p + "/attn/o_proj", {d, q_rows}, {0, h0 * hd}, {d, (h1 - h0) * hd}));
     l.mlp_norm = load_norm(ckpt, backend, p + "/mlp_norm");

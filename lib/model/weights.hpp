@@ -33,7 +33,7 @@ struct LayerWeights {
   Norm attn_norm;
   Matrix qkv;             // [(H + 2 KV) * hd, d]
   DeviceBuffer qkv_bias;  // [(H + 2 KV) * hd] when qkv_bias
-  DeviceBuffer q_norm;    // [H * hd] when qk_norm (the whole model's: qk_norm needs tp = 1)
+  DeviceBuffer q_norm;    // [H * hd] when qk_norm
   DeviceBuffer k_norm;    // [KV * hd] when qk_norm
   Matrix o_proj;          // [d, H * hd]: a column slice, so its output is a partial sum over tp
   Norm mlp_norm;

@@ -259,6 +259,27 @@ TEST_F(CudaBackendTest, RmsNorm) {
   expect_close(y_cpu, x_dev.to_host(), 1e-6, 1e-6, "rms_norm in place");
 }
 
+TEST_F(CudaBackendTest, RowSumSquaresAndScaledRmsNorm) {
+  const int64_t m = 29, d = 1000;
+  const auto x = random_floats(rng_, m * d, -3.0f, 3.0f);
+  const auto w = random_floats(rng_, d, 0.5f, 1.5f);
+  DeviceArray<float> x_dev(*gpu_, x);
+  DeviceArray<float> w_dev(*gpu_, w);
+  std::vector<double> ss_cpu(m);
+  DeviceArray<double> ss_dev(*gpu_, ss_cpu);
+  cpu_.row_sum_squares(x.data(), m, d, ss_cpu.data());
+  gpu_->row_sum_squares(x_dev.get(), m, d, ss_dev.get());
+  const auto ss_gpu = ss_dev.to_host();
+  for (int64_t i = 0; i < m; ++i) EXPECT_NEAR(ss_gpu[i], ss_cpu[i], 1e-9 * ss_cpu[i]) << "row " << i;
+  // A count of 3d stands for a row three times as long (the other slices on other ranks).
+  std::vector<float> y_cpu(m * d);
+  DeviceArray<float> y_dev(*gpu_, y_cpu);
+  DeviceArray<double> ss_in(*gpu_, ss_cpu);
+  cpu_.rms_norm_scaled(x.data(), w.data(), ss_cpu.data(), 3.0 * d, y_cpu.data(), m, d, 1e-6f);
+  gpu_->rms_norm_scaled(x_dev.get(), w_dev.get(), ss_in.get(), 3.0 * d, y_dev.get(), m, d, 1e-6f);
+  expect_close(y_cpu, y_dev.to_host(), 1e-6, 1e-6, "rms_norm_scaled");
+}
+
 TEST_F(CudaBackendTest, LayerNorm) {
   const int64_t m = 29, d = 777;
   const auto x = random_floats(rng_, m * d, -2.0f, 4.0f);

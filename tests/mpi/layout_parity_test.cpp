@@ -108,7 +108,7 @@ TEST_P(LayoutParity, EveryLayoutGivesOneRanksAnswer) {
   std::printf("%s: worst max |d logprob| over %zu layouts: %.3g\n", family.c_str(), all_layouts().size(), worst);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, LayoutParity, testing::Values("mixtral", "qwen2moe", "prmoe"),
+INSTANTIATE_TEST_SUITE_P(Families, LayoutParity, testing::Values("mixtral", "qwen2moe", "prmoe", "olmoe"),
                          [](const testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace

@@ -343,6 +343,44 @@ TEST_F(CpuBackendTest, RmsNormOutOfPlaceAndInPlace) {
   expect_close(download<float>(dx, x.size()), want, kRtol, 1e-6, "rms_norm in place");
 }
 
+// A row split in three column slices, as tp ranks hold it: each slice's sums of squares, summed,
+// then each slice scaled with the full row's count, gives the whole row's RMSNorm.
+TEST_F(CpuBackendTest, RmsNormOfSlicedRowsEqualsWholeRows) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t m = 23, d = 60;
+  const float eps = 1e-5f;
+  const auto x = random(static_cast<std::size_t>(m * d), -2.0f, 2.0f);
+  const auto w = random(static_cast<std::size_t>(d), 0.5f, 1.5f);
+  const Vec want = ref::rms_norm(to_double(x), to_double(w), eps);
+  const int64_t cuts[] = {0, 17, 41, d};
+  std::vector<std::vector<float>> slices(3), weights(3);
+  std::vector<double> total(static_cast<std::size_t>(m), 0.0);
+  for (int s = 0; s < 3; ++s) {
+    const int64_t w_s = cuts[s + 1] - cuts[s];
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = cuts[s]; j < cuts[s + 1]; ++j) slices[s].push_back(x[i * d + j]);
+    weights[s].assign(w.begin() + cuts[s], w.begin() + cuts[s + 1]);
+    DeviceBuffer dx = upload(slices[s]);
+    DeviceBuffer dss = backend_.alloc(static_cast<std::size_t>(m) * sizeof(double));
+    backend_.row_sum_squares(dx.as<float>(), m, w_s, dss.as<double>());
+    const auto ss = download<double>(dss, static_cast<std::size_t>(m));
+    for (int64_t i = 0; i < m; ++i) total[i] += ss[i];
+  }
+  for (int s = 0; s < 3; ++s) {
+    const int64_t w_s = cuts[s + 1] - cuts[s];
+    DeviceBuffer dx = upload(slices[s]);
+    DeviceBuffer dw = upload(weights[s]);
+    DeviceBuffer dss = upload(total);
+    backend_.rms_norm_scaled(dx.as<float>(), dw.as<float>(), dss.as<double>(), static_cast<double>(d), dx.as<float>(),
+                             m, w_s, eps);  // in place
+    const auto got = download<float>(dx, slices[s].size());
+    Vec want_s;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = cuts[s]; j < cuts[s + 1]; ++j) want_s.push_back(want[i * d + j]);
+    expect_close(got, want_s, kRtol, 1e-6, "sliced rms_norm, slice " + std::to_string(s));
+  }
+}
+
 TEST_F(CpuBackendTest, LayerNormOutOfPlaceAndInPlace) {
   SCOPED_TRACE(seed_trace());
   const int64_t m = 37, d = 53;

@@ -116,6 +116,27 @@ void CpuBackend::rms_norm(const float* x, const float* w, float* y, int64_t m, i
   }
 }
 
+void CpuBackend::row_sum_squares(const float* x, int64_t m, int64_t d, double* sum_sq) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * d;
+    double s = 0.0;
+    for (int64_t j = 0; j < d; ++j) s += static_cast<double>(xi[j]) * xi[j];
+    sum_sq[i] = s;
+  }
+}
+
+void CpuBackend::rms_norm_scaled(const float* x, const float* w, const double* sum_sq, double count, float* y,
+                                 int64_t m, int64_t d, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * d;
+    float* yi = y + i * d;
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq[i] / count + eps));
+    for (int64_t j = 0; j < d; ++j) yi[j] = xi[j] * inv * w[j];
+  }
+}
+
 void CpuBackend::layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d, float eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
