@@ -110,16 +110,25 @@ void Handle::close() {
   id_ = H5I_INVALID_HID;
 }
 
-File File::open_read(const std::string& path, MPI_Comm comm) {
+namespace {
+
+// Opens an existing HDF5 file over MPI-IO with `flags` (H5F_ACC_RDONLY or H5F_ACC_RDWR).
+Handle open_existing(const std::string& path, MPI_Comm comm, unsigned flags, const char* purpose) {
   silence_hdf5();
   MOE_CHECK(std::filesystem::exists(path), "{}: no such file", path);
   MOE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
+  Handle fapl = file_access(comm);
+  const hid_t id = H5Fopen(path.c_str(), flags, fapl.get());
+  MOE_CHECK(id >= 0, "{}: cannot open HDF5 file for {}", path, purpose);
+  return Handle(id);
+}
+
+}  // namespace
+
+File File::open_read(const std::string& path, MPI_Comm comm) {
   File f;
   f.path_ = path;
-  Handle fapl = file_access(comm);
-  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
-  MOE_CHECK(id >= 0, "{}: cannot open HDF5 file for reading", path);
-  f.file_ = Handle(id);
+  f.file_ = open_existing(path, comm, H5F_ACC_RDONLY, "reading");
   return f;
 }
 
@@ -138,15 +147,9 @@ File File::create(const std::string& path, MPI_Comm comm) {
 }
 
 File File::open_readwrite(const std::string& path, MPI_Comm comm) {
-  silence_hdf5();
-  MOE_CHECK(std::filesystem::exists(path), "{}: no such file", path);
-  MOE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
   File f;
   f.path_ = path;
-  Handle fapl = file_access(comm);
-  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get());
-  MOE_CHECK(id >= 0, "{}: cannot open HDF5 file for writing", path);
-  f.file_ = Handle(id);
+  f.file_ = open_existing(path, comm, H5F_ACC_RDWR, "writing");
   return f;
 }
 
