@@ -12,8 +12,10 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "moe-score: per-token log-probabilities of a token dataset under a Mixture-of-Experts model.\n"
-      "Run it under mpirun or srun; every rank reads its share of the batches. Writes the results\n"
-      "(HDF5: logprobs, seq_logprob, seq_tokens) and, when `report` is set, a JSON run report.",
+      "Run it under mpirun or srun: the ranks share out the experts (expert parallelism), tp ranks\n"
+      "slice the other weights (parallel.tp), and the world / tp data-parallel groups share out the\n"
+      "batches. Writes the results (HDF5: logprobs, seq_logprob, seq_tokens) and, when `report` is\n"
+      "set, a JSON run report.",
       "moe-score"};
   std::string run_file;
   std::vector<std::string> overrides;
