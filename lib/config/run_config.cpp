@@ -31,6 +31,7 @@ const std::set<std::string> kKnownKeys = {
     "moe.gating",
     "moe.capacity_factor",
     "moe.alltoall",
+    "moe.placement",
 };
 
 // A key that groups others ("parallel", "moe") must hold a mapping (or nothing), not a value.
@@ -166,6 +167,7 @@ RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& sour
   MOE_CHECK(a2a == "flat" || a2a == "hierarchical", "{}: 'moe.alltoall' is '{}' (valid: flat, hierarchical)", source,
             a2a);
   c.moe.alltoall = a2a == "flat" ? AllToAllKind::flat : AllToAllKind::hierarchical;
+  c.moe.placement = scalar<std::string>(root, "moe.placement", source, "");
 
   YAML::Emitter out;
   out << root;

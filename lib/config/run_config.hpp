@@ -26,6 +26,7 @@ struct RunConfig {
     GatingKind gating = GatingKind::dynamic;
     double capacity_factor = 1.25;
     AllToAllKind alltoall = AllToAllKind::hierarchical;
+    std::string placement;  // "" = contiguous default; else a placement file (docs/formats.md)
   } moe;
   std::string effective_yaml;  // the run file after overrides, as YAML text (stored in results)
 

@@ -23,6 +23,7 @@
 #include "moe/alltoall_dispatcher.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
+#include "moe/placement_file.hpp"
 #include "runtime/batch_schedule.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/progress.hpp"
@@ -119,8 +120,17 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
+    // The model's collectives and the all-to-all run on MPI communicators over host memory; a
+    // device backend needs the NCCL communicator wired into them first.
+    MOE_CHECK(config.backend != "cuda" || ranks == 1,
+              "backend 'cuda' runs on one rank only for now: the multi-rank GPU path (NCCL communicators in the "
+              "model and the all-to-all) is not wired yet; use backend 'cpu' for {} ranks",
+              ranks);
     backend = make_backend(config.backend);
-    placement = std::make_unique<ExpertPlacement>(ckpt->config(), rank, ranks);
+    placement =
+        config.moe.placement.empty()
+            ? std::make_unique<ExpertPlacement>(ckpt->config(), ranks)
+            : std::make_unique<ExpertPlacement>(read_placement_file(config.moe.placement, ckpt->config(), ranks));
   });
   // Topology validates ranks_per_node and tp itself, on every rank alike.
   agree(world_comm, [&] {
@@ -132,7 +142,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
 
   // --- load: this rank's experts and its tensor slices of everything else ---
   std::unique_ptr<Communicator> tp_comm = make_mpi_communicator(topology->tp_comm);
-  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology);
+  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend);
   std::unique_ptr<ResidentExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
@@ -140,16 +150,18 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<Dispatcher> dispatcher;
   if (ranks == 1)
     dispatcher = std::make_unique<LocalDispatcher>(dispatch_ws);
-  else
-    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement);
+  else {
+    std::vector<int> node_of(static_cast<std::size_t>(ranks));
+    for (int r = 0; r < ranks; ++r) node_of[static_cast<std::size_t>(r)] = topology->node_of(r);
+    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement, std::move(node_of));
+  }
   {
     ScopedPhase phase(&times, "load");
     agree(world_comm, [&] {
       TransformerOptions options;
       options.gating = {config.moe.gating, config.moe.capacity_factor};
       options.tp = {topology->tp_size > 1 ? tp_comm.get() : nullptr, topology->tp_rank, topology->tp_size};
-      experts =
-          std::make_unique<ResidentExpertStore>(*ckpt, *backend, placement->local_ranges(), placement->ffn_ranges());
+      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, *placement, rank);
       transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, *dispatcher, expert_ws, options);
     });
   }
