@@ -1,15 +1,15 @@
 // Placement files (docs/formats.md): what moe-place writes reads back as the same table, and each
 // kind of bad file is refused with one line naming the file and the entry.
-#include <gtest/gtest.h>
+#include "moe/placement_file.hpp"
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
-#include "moe/placement_file.hpp"
 #include "moe/placement_random.hpp"
 #include "support/process.hpp"
 
