@@ -137,12 +137,12 @@ void AllToAllDispatcher::wait_counts(DispatchHandle& h) {
   h.by_expert.resize(received_rows);
   h.by_source.resize(received_rows);
   // Inside a group, rows keep source order: cursor[g] is the group's next free row.
-  std::vector<int64_t> cursor(h.local_offsets.begin(), h.local_offsets.end() - 1);
+  h.cursor.assign(h.local_offsets.begin(), h.local_offsets.end() - 1);
   int64_t received = 0;
   for (std::size_t q = 0; q < w; ++q)
     for (std::size_t g = 0; g < groups; ++g)
       for (int64_t i = 0; i < h.counts_in[q * groups + g]; ++i) {
-        const int64_t expert_row = cursor[g]++;
+        const int64_t expert_row = h.cursor[g]++;
         h.by_expert[static_cast<std::size_t>(expert_row)] = static_cast<int32_t>(received);
         h.by_source[static_cast<std::size_t>(received)] = static_cast<int32_t>(expert_row);
         ++received;

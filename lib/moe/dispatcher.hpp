@@ -57,6 +57,7 @@ struct DispatchHandle {
   std::vector<std::size_t> send_bytes, send_displs, recv_bytes, recv_displs;
   std::vector<int32_t> by_expert;  // [received rows] received row of each expert-ordered row
   std::vector<int32_t> by_source;  // [received rows] expert-ordered row of each received row
+  std::vector<int64_t> cursor;     // [groups] scratch of wait_counts
   int64_t num_sent = 0;
   int32_t* send_token_dev = nullptr;  // workspace copies of send_token / send_weight
   float* send_weight_dev = nullptr;
