@@ -1,9 +1,11 @@
-// The routing-trace reader (lib/moe/balance/trace_reader): traces written here in the documented
-// layout read back exactly, several files concatenate along batches, and bad traces (another
-// model, no batches, a missing or extra layer, wrong expert count) give one-line errors.
+// The routing-trace reader (lib/moe/balance/trace_reader): traces written here in moe-score's
+// layout read back exactly (finished batches only), several files concatenate along batches, and
+// bad traces (another model, no finished batch, a missing or extra layer, wrong expert count, no
+// trace) give one-line errors.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <map>
 #include <random>
 
 #include "core/error.hpp"
@@ -35,46 +37,56 @@ ModelConfig model() {
 }
 
 struct Layer {
-  int64_t layer, experts, batches;
+  int64_t layer, experts;
 };
 
-// Writes a results file with model_checksum and the given trace datasets; returns their counts.
+// Writes a results file as moe-score does with moe.trace: true (the cache branch's layout):
+// model_checksum, trace_batch_size, batch_done [batches] and trace/layer_<L>/expert_rows
+// [batches, E]. Returns each layer's rows of the finished batches, in order.
 std::map<int64_t, std::vector<int64_t>> write_trace(const std::string& path, const std::string& checksum,
-                                                    const std::vector<Layer>& layers, std::mt19937& rng) {
+                                                    const std::vector<Layer>& layers, const std::vector<int32_t>& done,
+                                                    std::mt19937& rng) {
   h5::File f = h5::File::create(path, MPI_COMM_SELF);
   f.write_string_attribute("/", "model_checksum", checksum);
+  f.write_attributes({{"trace_batch_size", int64_t{4}}});
+  const auto batches = static_cast<int64_t>(done.size());
+  f.create_dataset<int32_t>("batch_done", {batches});
+  f.write<int32_t>("batch_done", {0}, {batches}, done.data());
   std::map<int64_t, std::vector<int64_t>> out;
   std::uniform_int_distribution<int64_t> d(0, 1000);
   for (const Layer& l : layers) {
-    const std::string name = "trace/layer_" + std::to_string(l.layer);
-    std::vector<int64_t> v(static_cast<std::size_t>(l.batches * l.experts));
-    for (auto& x : v) x = d(rng);
-    f.create_dataset<int64_t>(name, {l.batches, l.experts});
-    if (!v.empty()) f.write<int64_t>(name, {0, 0}, {l.batches, l.experts}, v.data());
-    f.write_attributes({{"layer", l.layer}, {"num_experts", l.experts}}, name);
-    out[l.layer] = v;
+    const std::string name = "trace/layer_" + std::to_string(l.layer) + "/expert_rows";
+    std::vector<int64_t> v(static_cast<std::size_t>(batches * l.experts));
+    for (int64_t b = 0; b < batches; ++b)
+      for (int64_t e = 0; e < l.experts; ++e) {
+        // Unfinished batches read as 0 in a real file; any value must be ignored.
+        v[b * l.experts + e] = d(rng);
+        if (done[b]) out[l.layer].push_back(v[b * l.experts + e]);
+      }
+    f.create_dataset<int64_t>(name, {batches, l.experts});
+    f.write<int64_t>(name, {0, 0}, {batches, l.experts}, v.data());
   }
   return out;
 }
 
-TEST(BalanceTrace, ReadsAndConcatenatesTraces) {
+TEST(BalanceTrace, ReadsFinishedBatchesAndConcatenatesFiles) {
   const unsigned seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   test::ScratchDir dir("balance_trace");
-  auto a = write_trace(dir.file("a.h5"), "abc", {{1, 8, 5}, {3, 16, 5}}, rng);
-  auto b = write_trace(dir.file("b.h5"), "abc", {{1, 8, 3}, {3, 16, 3}}, rng);
-  const RoutingTrace one = read_routing_trace(dir.file("a.h5"));
+  auto a = write_trace(dir.file("a.h5"), "abc", {{1, 8}, {3, 16}}, {1, 1, 0, 1, 1}, rng);
+  auto b = write_trace(dir.file("b.h5"), "abc", {{1, 8}, {3, 16}}, {1, 1, 1}, rng);
+  const TraceCounts one = read_trace_counts(dir.file("a.h5"));
   EXPECT_EQ(one.model_checksum, "abc");
   ASSERT_EQ(one.layers.size(), 2u);
   EXPECT_EQ(one.layers.at(3).counts, a[3]);
-  EXPECT_EQ(one.layers.at(3).batches, 5);
-  const RoutingTrace both = read_routing_traces({dir.file("a.h5"), dir.file("b.h5")}, model(), "abc");
+  EXPECT_EQ(one.layers.at(3).batches, 4);
+  const TraceCounts both = read_trace_counts({dir.file("a.h5"), dir.file("b.h5")}, model(), "abc");
   for (int64_t l : {1, 3}) {
     std::vector<int64_t> want = a[l];
     want.insert(want.end(), b[l].begin(), b[l].end());
     EXPECT_EQ(both.layers.at(l).counts, want);
-    EXPECT_EQ(both.layers.at(l).batches, 8);
+    EXPECT_EQ(both.layers.at(l).batches, 7);
     EXPECT_EQ(both.layers.at(l).experts, model().num_experts(l));
   }
 }
@@ -95,21 +107,27 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   std::mt19937 rng(1);
   test::ScratchDir dir("balance_trace_bad");
   const auto path = [&](const std::string& n) { return dir.file(n + ".h5"); };
-  write_trace(path("other"), "fff", {{1, 8, 4}, {3, 16, 4}}, rng);
-  write_trace(path("empty"), "abc", {{1, 8, 0}, {3, 16, 4}}, rng);
-  write_trace(path("missing"), "abc", {{1, 8, 4}}, rng);
-  write_trace(path("dense"), "abc", {{1, 8, 4}, {2, 8, 4}, {3, 16, 4}}, rng);
-  write_trace(path("experts"), "abc", {{1, 8, 4}, {3, 12, 4}}, rng);
-  write_trace(path("none"), "abc", {}, rng);
-  const auto read = [&](const std::string& n) { read_routing_traces({path(n)}, model(), "abc"); };
+  write_trace(path("other"), "fff", {{1, 8}, {3, 16}}, {1, 1}, rng);
+  write_trace(path("empty"), "abc", {{1, 8}, {3, 16}}, {0, 0}, rng);
+  write_trace(path("missing"), "abc", {{1, 8}}, {1, 1}, rng);
+  write_trace(path("dense"), "abc", {{1, 8}, {2, 8}, {3, 16}}, {1, 1}, rng);
+  write_trace(path("experts"), "abc", {{1, 8}, {3, 12}}, {1, 1}, rng);
+  write_trace(path("none"), "abc", {}, {1, 1}, rng);
+  {
+    h5::File f = h5::File::create(path("untraced"), MPI_COMM_SELF);
+    f.write_string_attribute("/", "model_checksum", "abc");
+    f.create_dataset<int32_t>("batch_done", {1});
+  }
+  const auto read = [&](const std::string& n) { read_trace_counts({path(n)}, model(), "abc"); };
   expect_one_line_error([&] { read("other"); }, "trace of model fff, not of this model abc");
-  expect_one_line_error([&] { read("empty"); }, "'trace/layer_1' has no batches");
+  expect_one_line_error([&] { read("empty"); }, "no finished batch");
   expect_one_line_error([&] { read("missing"); }, "lacks MoE layer 3");
-  expect_one_line_error([&] { read("dense"); }, "layer 2, which is dense");
+  expect_one_line_error([&] { read("dense"); }, "layer 2, which is not an MoE layer");
   expect_one_line_error([&] { read("experts"); }, "layer 3 has 12 experts, the model 16");
-  expect_one_line_error([&] { read("none"); }, "no routing trace");
-  expect_one_line_error([&] { read_routing_traces({}, model(), "abc"); }, "no trace file");
-  expect_one_line_error([&] { read_routing_trace(path("absent")); }, "absent.h5");
+  expect_one_line_error([&] { read("none"); }, "no routing trace datasets");
+  expect_one_line_error([&] { read("untraced"); }, "moe.trace: true");
+  expect_one_line_error([&] { read_trace_counts({}, model(), "abc"); }, "no trace file");
+  expect_one_line_error([&] { read_trace_counts(path("absent")); }, "absent.h5");
 }
 
 }  // namespace

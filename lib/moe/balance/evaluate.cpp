@@ -41,6 +41,17 @@ LayerEvaluation evaluate(const CountMatrix& test, const ExpertHolders& holders, 
   return out;
 }
 
+PlannedLayer plan_and_evaluate(int64_t layer, const std::string& policy, const CountMatrix& counts,
+                               const PlanOptions& options) {
+  const auto [build, test] = split_build_test(counts);
+  PlannedLayer out;
+  out.holders = plan_layer(policy, build, options);
+  const std::vector<int> per_rank = experts_per_rank(out.holders, options.world);
+  out.row = {layer, policy, counts.experts, *std::max_element(per_rank.begin(), per_rank.end()),
+             evaluate(test, out.holders, options.world)};
+  return out;
+}
+
 std::string format_evaluation_table(const std::vector<EvaluationRow>& rows, int world, int64_t build_batches,
                                     int64_t test_batches) {
   std::string out = fmt::format(

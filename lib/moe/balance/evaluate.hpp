@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "moe/balance/counts.hpp"
+#include "moe/balance/planners.hpp"
 
 namespace moe::balance {
 
@@ -28,6 +29,15 @@ struct EvaluationRow {
   int slots = 0;  // experts (replicas) per rank
   LayerEvaluation eval;
 };
+
+// The paper's protocol for one layer: `policy`'s placement built on the first half of `counts`,
+// evaluated on the second half.
+struct PlannedLayer {
+  ExpertHolders holders;
+  EvaluationRow row;
+};
+PlannedLayer plan_and_evaluate(int64_t layer, const std::string& policy, const CountMatrix& counts,
+                               const PlanOptions& options);
 
 // The table moe-place and `moe-bench place` print: a header naming the build/test split and
 // what the columns mean, then one line per (layer, policy).

@@ -1,8 +1,12 @@
 #pragma once
-// Reads the routing trace that moe-score records in a results file, as the planners' history:
-// group `/trace`, one dataset `/trace/layer_<L>` per MoE layer, int64 [batches, E] (rows routed to
-// each expert in each global batch), attributes `layer` and `num_experts`; the file's root
-// attribute `model_checksum` names the model that routed (docs/formats.md).
+// The planners' history from the routing trace that moe-score records with `moe.trace: true`
+// (layout defined by io/trace_writer on the cache branch, docs/formats.md there): per MoE layer L
+// the dataset `trace/layer_<L>/expert_rows`, int64 [num_batches, E], the rows routed to each
+// expert in each global batch; only the batches the journal `batch_done` marks finished count;
+// root attributes `model_checksum` (the model that routed) and `trace_batch_size` (the mark of a
+// traced file).
+// TODO(after merging the cache branch): parse with io/trace_reader's read_routing_trace and keep
+// only the model checks and concatenation here.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -13,18 +17,18 @@
 
 namespace moe::balance {
 
-struct RoutingTrace {
+struct TraceCounts {
   std::string model_checksum;
-  std::map<int64_t, CountMatrix> layers;  // by the model's layer index
+  std::map<int64_t, CountMatrix> layers;  // by the model's layer index; finished batches only
 };
 
 // One results file's trace (this process alone reads it). Errors name the file and dataset.
-RoutingTrace read_routing_trace(const std::string& path);
+TraceCounts read_trace_counts(const std::string& path);
 
 // The traces of several results files of one model, batches concatenated in file order, checked
 // against the model to be placed: the same model checksum, every MoE layer present with the
-// layer's expert count, no other layer, at least one batch per layer.
-RoutingTrace read_routing_traces(const std::vector<std::string>& paths, const ModelConfig& model,
-                                 const std::string& model_checksum);
+// layer's expert count, no other layer.
+TraceCounts read_trace_counts(const std::vector<std::string>& paths, const ModelConfig& model,
+                              const std::string& model_checksum);
 
 }  // namespace moe::balance
