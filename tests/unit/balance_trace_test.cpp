@@ -10,6 +10,7 @@
 
 #include "core/error.hpp"
 #include "io/h5.hpp"
+#include "moe/balance/plan_trace.hpp"
 #include "moe/balance/trace_reader.hpp"
 #include "support/process.hpp"
 
@@ -128,6 +129,27 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   expect_one_line_error([&] { read("untraced"); }, "moe.trace: true");
   expect_one_line_error([&] { read_trace_counts({}, model(), "abc"); }, "no trace file");
   expect_one_line_error([&] { read_trace_counts(path("absent")); }, "absent.h5");
+}
+
+// Each MoE layer gets its own placement, evaluated on the second half of its own batches.
+TEST(BalanceTrace, PlansEveryLayerOnItsOwnCounts) {
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  test::ScratchDir dir("balance_trace_plan");
+  write_trace(dir.file("a.h5"), "abc", {{1, 8}, {3, 16}}, std::vector<int32_t>(6, 1), rng);
+  const TraceCounts trace = read_trace_counts({dir.file("a.h5")}, model(), "abc");
+  const std::vector<PlannedLayer> planned = plan_trace("replicate", trace, {4, 2, 1});
+  ASSERT_EQ(planned.size(), 2u);
+  for (const PlannedLayer& p : planned) {
+    const CountMatrix& counts = trace.layers.at(p.row.layer);
+    EXPECT_EQ(static_cast<int64_t>(p.holders.size()), counts.experts);
+    EXPECT_EQ(p.holders, plan_replicate(counts.rows(0, 3), {4, 2, 1}));
+    EXPECT_EQ(p.row.slots, counts.experts / 4 + 1);
+    EXPECT_EQ(p.row.eval.max_load, evaluate(counts.rows(3, 3), p.holders, 4).max_load);
+  }
+  // 8 experts, 4 ranks, 2 per node: 3 slots per rank fit; 7 extra do not (9 > 8 experts).
+  expect_one_line_error([&] { plan_trace("replicate", trace, {4, 2, 7}); }, "layer 1: replicate placement");
 }
 
 }  // namespace
