@@ -15,9 +15,12 @@
 #include "moe/balance/evaluate.hpp"
 #include "moe/balance/planners.hpp"
 #include "moe/balance/synthetic_counts.hpp"
+#include "support/one_line_error.hpp"
 
 namespace moe::balance {
 namespace {
+
+using test::expect_one_line_error;
 
 unsigned fresh_seed() {
   return std::random_device{}();
@@ -287,19 +290,6 @@ TEST(BalancePlanners, AnticorrelationSeparatesExpertsThatFireTogether) {
   const auto [build, test] = split_build_test(m);
   EXPECT_LT(evaluate(test, plan_anticorrelation(build, 2), 2).avg_max_load,
             evaluate(test, plan_greedy(build, 2), 2).avg_max_load);
-}
-
-// The error is a moe::Error with one line containing `needle`.
-template <typename Fn>
-void expect_one_line_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find(needle), std::string::npos) << what;
-    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
-  }
 }
 
 TEST(BalancePlanners, ImpossibleRequestsGiveOneLineErrors) {

@@ -12,10 +12,13 @@
 #include "io/h5.hpp"
 #include "moe/balance/plan_trace.hpp"
 #include "moe/balance/trace_reader.hpp"
+#include "support/one_line_error.hpp"
 #include "support/process.hpp"
 
 namespace moe::balance {
 namespace {
+
+using test::expect_one_line_error;
 
 // h5::File opens through MPI-IO: a singleton MPI process for this program.
 class MpiEnvironment : public ::testing::Environment {
@@ -89,18 +92,6 @@ TEST(BalanceTrace, ReadsFinishedBatchesAndConcatenatesFiles) {
     EXPECT_EQ(both.layers.at(l).counts, want);
     EXPECT_EQ(both.layers.at(l).batches, 7);
     EXPECT_EQ(both.layers.at(l).experts, model().num_experts(l));
-  }
-}
-
-template <typename Fn>
-void expect_one_line_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find(needle), std::string::npos) << what;
-    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
   }
 }
 
