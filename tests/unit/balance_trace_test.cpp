@@ -139,6 +139,11 @@ TEST(BalanceTrace, PlansEveryLayerOnItsOwnCounts) {
     EXPECT_EQ(p.row.slots, counts.experts / 4 + 1);
     EXPECT_EQ(p.row.eval.max_load, evaluate(counts.rows(3, 3), p.holders, 4).max_load);
   }
+  const std::vector<ExpertHolders> assignment = layer_assignment(planned, 4);
+  ASSERT_EQ(assignment.size(), 4u);
+  EXPECT_TRUE(assignment[0].empty() && assignment[2].empty());
+  EXPECT_EQ(assignment[1], planned[0].holders);
+  EXPECT_EQ(assignment[3], planned[1].holders);
   // 8 experts, 4 ranks, 2 per node: 3 slots per rank fit; 7 extra do not (9 > 8 experts).
   expect_one_line_error([&] { plan_trace("replicate", trace, {4, 2, 7}); }, "layer 1: replicate placement");
 }

@@ -1,7 +1,9 @@
 #pragma once
 // How a placement balances a layer's routing, measured as Huang et al. do: on batches it was not
 // built from. A rank's load in a batch is the rows it computes: the counts of the experts it
-// holds, a replicated expert's rows split evenly between its holders.
+// holds, a replicated expert's rows split evenly between its holders. That is the dispatcher's
+// rule (replicas on the sender's node first) exactly when an expert's replicas share one node:
+// always with replicate's ranks_per_node, and for any placement run on one node.
 #include <string>
 #include <vector>
 

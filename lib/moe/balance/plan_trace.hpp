@@ -13,4 +13,8 @@ namespace moe::balance {
 // Layers in ascending order. A planner's error is prefixed with "layer L: ".
 std::vector<PlannedLayer> plan_trace(const std::string& policy, const TraceCounts& trace, const PlanOptions& options);
 
+// [layer][expert] -> ranks holding a whole replica, for all `num_layers` layers of the model
+// (empty for dense layers): the input of the placement table's whole-expert constructor.
+std::vector<ExpertHolders> layer_assignment(const std::vector<PlannedLayer>& planned, int64_t num_layers);
+
 }  // namespace moe::balance
