@@ -165,6 +165,16 @@ TEST(BalanceSynthetic, RowsAreMultinomialAroundZipfAndPairsCorrelate) {
   }
 }
 
+// Experts that were never routed still spread evenly: 9 idle experts on 4 ranks give 3, 2, 2, 2.
+TEST(BalancePlanners, IdleExpertsSpreadOverRanks) {
+  const CountMatrix idle{2, 9, std::vector<int64_t>(18, 0)};
+  for (const char* policy : {"greedy", "anticorrelation"}) {
+    const std::vector<int> per_rank = experts_per_rank(plan_layer(policy, idle, {4, 0, 0}), 4);
+    EXPECT_EQ(*std::min_element(per_rank.begin(), per_rank.end()), 2) << policy;
+    EXPECT_EQ(*std::max_element(per_rank.begin(), per_rank.end()), 3) << policy;
+  }
+}
+
 TEST(BalancePlanners, PlacementsAreValid) {
   const unsigned seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));

@@ -84,13 +84,17 @@ std::vector<int> balanced_pack(const std::vector<PackItem>& items, int bins, int
   const auto has_room = [&](int bin) {
     return static_cast<int>(state.items[static_cast<std::size_t>(bin)].size()) < capacity;
   };
+  // Least loaded first, then fewest items (so zero-load items still spread over the bins).
+  const auto lighter = [&](int a, int b) {
+    const auto ua = static_cast<std::size_t>(a), ub = static_cast<std::size_t>(b);
+    return state.load[ua] < state.load[ub] ||
+           (state.load[ua] == state.load[ub] && state.items[ua].size() < state.items[ub].size());
+  };
   for (int item : order) {
     const int key = items[static_cast<std::size_t>(item)].key;
     int best = -1;
     for (int b = 0; b < bins; ++b)
-      if (has_room(b) && !state.holds_key(b, key, items) &&
-          (best < 0 || state.load[static_cast<std::size_t>(b)] < state.load[static_cast<std::size_t>(best)]))
-        best = b;
+      if (has_room(b) && !state.holds_key(b, key, items) && (best < 0 || lighter(b, best))) best = b;
     if (best < 0) {
       // Every bin with room already holds this key. Take the least-loaded such bin `open` and a
       // full bin `full` without the key; `full` holds `capacity` distinct keys and `open` at most
