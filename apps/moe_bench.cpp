@@ -2,7 +2,8 @@
 // `gemm` (the backend's linear, the shape of the expert and LM-head GEMMs), `stream`
 // (memory bandwidth, which bounds weight-streaming phases) and `alltoall` (the expert-parallel
 // exchange, flat against hierarchical; bench_alltoall.cpp) and `gating` (static against dynamic
-// gating; bench_gating.cpp). Tables print max-over-ranks times
+// gating; bench_gating.cpp) and `cache` (expert-cache policies replayed on a routing trace;
+// bench_cache.cpp). Tables print max-over-ranks times
 // and a grep-able PERFORMANCE line, with the command line that produced them.
 #include <cblas.h>
 #include <fmt/format.h>
@@ -15,6 +16,7 @@
 
 #include "backend/backend.hpp"
 #include "bench_alltoall.hpp"
+#include "bench_cache.hpp"
 #include "bench_gating.hpp"
 #include "core/timer.hpp"
 #include "main_support.hpp"
@@ -155,6 +157,19 @@ int main(int argc, char** argv) {
   gating_cmd->add_option("--ranks-per-node", gating.ranks_per_node, "simulated ranks per node (0: from shared memory)")
       ->capture_default_str();
   gating_cmd->add_option("--reps", gating.reps, "timed runs per configuration")->capture_default_str();
+  moe::CacheBenchOptions cache;
+  auto* cache_cmd = app.add_subcommand(
+      "cache", "replay a routing trace through each expert-cache policy and size: miss rates and gap to Belady");
+  cache_cmd->add_option("--trace", cache.trace, "results file of moe-score with moe.trace: true")->required();
+  cache_cmd->add_option("--slots", cache.slots, "cache sizes per layer and rank: N experts or P% of them")
+      ->delimiter(',')
+      ->capture_default_str();
+  cache_cmd->add_option("--policies", cache.policies, "eviction policies (lifo, lru, belady)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cache_cmd->add_option("--ranks", cache.ranks, "expert-parallel ranks modelled (contiguous expert ranges)")
+      ->capture_default_str();
+  cache_cmd->add_option("--csv", cache.csv, "also write the table as CSV (scripts/plot_cache.py plots it)");
   std::string command = "moe-bench";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
   try {
@@ -167,6 +182,7 @@ int main(int argc, char** argv) {
     if (*stream) bench_stream(reps, command);
     if (*alltoall) moe::bench_alltoall(a2a, command);
     if (*gating_cmd) moe::bench_gating(gating, command);
+    if (*cache_cmd) moe::bench_cache(cache, command);
     return 0;
   });
 }

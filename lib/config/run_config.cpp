@@ -111,22 +111,21 @@ T scalar(const YAML::Node& root, const std::string& key, const std::string& sour
 
 }  // namespace
 
-CacheSlots parse_cache_slots(const std::string& text, const std::string& source) {
+CacheSlots parse_cache_slots(const std::string& text, const std::string& what) {
   const char* valid = "valid: all, a number of experts >= 1, or a percentage such as 25%";
   if (text == "all") return {};
   const bool percent = !text.empty() && text.back() == '%';
   const std::string digits = percent ? text.substr(0, text.size() - 1) : text;
   char* end = nullptr;
   const double value = digits.empty() ? 0.0 : std::strtod(digits.c_str(), &end);
-  MOE_CHECK(!digits.empty() && end == digits.c_str() + digits.size() && std::isfinite(value),
-            "{}: 'moe.expert_cache.slots' is '{}' ({})", source, text, valid);
+  MOE_CHECK(!digits.empty() && end == digits.c_str() + digits.size() && std::isfinite(value), "{} is '{}' ({})", what,
+            text, valid);
   if (percent) {
-    MOE_CHECK(value > 0 && value <= 100, "{}: 'moe.expert_cache.slots' is '{}': a percentage must be in (0, 100]",
-              source, text);
+    MOE_CHECK(value > 0 && value <= 100, "{} is '{}': a percentage must be in (0, 100]", what, text);
     return {false, 0, value};
   }
-  MOE_CHECK(value == std::floor(value) && value >= 1,
-            "{}: 'moe.expert_cache.slots' is '{}': at least 1 expert must be resident ({})", source, text, valid);
+  MOE_CHECK(value == std::floor(value) && value >= 1, "{} is '{}': at least 1 expert must be resident ({})", what,
+            text, valid);
   return {false, static_cast<int64_t>(value), 0.0};
 }
 
@@ -200,7 +199,7 @@ RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& sour
   cache.policy = scalar<std::string>(root, "moe.expert_cache.policy", source, cache.policy);
   cache.trace = scalar<std::string>(root, "moe.expert_cache.trace", source, "");
   // The numbers are checked against the model's experts later (moe/cache/cache_settings.hpp).
-  parse_cache_slots(cache.slots, source);
+  parse_cache_slots(cache.slots, source + ": 'moe.expert_cache.slots'");
 
   YAML::Emitter out;
   out << root;

@@ -48,8 +48,8 @@ struct CacheSlots {
   int64_t count = 0;     // when > 0
   double percent = 0.0;  // when count == 0 and !all
 };
-// Throws naming `source` and the value unless it is all, an integer >= 1 or a percentage in (0, 100].
-CacheSlots parse_cache_slots(const std::string& text, const std::string& source);
+// Throws "<what> is '<text>': ..." unless text is all, an integer >= 1 or a percentage in (0, 100].
+CacheSlots parse_cache_slots(const std::string& text, const std::string& what);
 
 const char* gating_name(GatingKind g);
 const char* alltoall_name(AllToAllKind a);

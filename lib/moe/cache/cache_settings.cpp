@@ -20,7 +20,7 @@ ExpertCacheSettings resolve_expert_cache(const RunConfig& config, const ModelCon
                                          const std::string& source) {
   const auto& key = config.moe.expert_cache;
   ExpertCacheSettings s;
-  const CacheSlots slots = parse_cache_slots(key.slots, source);
+  const CacheSlots slots = parse_cache_slots(key.slots, source + ": 'moe.expert_cache.slots'");
   const auto& names = eviction_policy_names();
   MOE_CHECK(std::find(names.begin(), names.end(), key.policy) != names.end(),
             "{}: 'moe.expert_cache.policy' is '{}' (valid: lifo, lru, belady)", source, key.policy);
