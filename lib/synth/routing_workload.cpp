@@ -48,11 +48,12 @@ Axes axes(const RoutingSpec& s, const ModelConfig& m) {
   return a;
 }
 
-// The value a direction's coordinate has after the pre-MoE norm, for a token carrying
-// `directions` directions (the norm divides by the row's RMS).
-double normed_coordinate(const ModelConfig& m, int64_t directions) {
+// The value a direction's coordinate has after the first layer's norm, for a token carrying
+// `directions` directions (the norm divides by the row's RMS; the axes hold no noise).
+double normed_coordinate(const ModelConfig& m, int64_t directions, int64_t axes_count) {
   const double d = static_cast<double>(m.hidden_size);
-  return kSignal * std::sqrt(d) / std::sqrt(1.0 + static_cast<double>(directions) * kSignal * kSignal);
+  const double noise = (d - static_cast<double>(axes_count)) / d;
+  return kSignal * std::sqrt(d) / std::sqrt(noise + static_cast<double>(directions) * kSignal * kSignal);
 }
 
 }  // namespace
@@ -78,10 +79,22 @@ void validate_routing_spec(const RoutingSpec& s, const ModelConfig& m) {
             m.hidden_size);
 }
 
+void zero_axis_rows(const RoutingSpec& s, const ModelConfig& m, float* w, int64_t blocks, int64_t cols) {
+  const int64_t n = axes(s, m).count;
+  for (int64_t b = 0; b < blocks; ++b)
+    std::fill_n(w + b * m.hidden_size * cols, n * cols, 0.0f);  // the axes are coordinates 0..n-1
+}
+
+void zero_axis_columns(const RoutingSpec& s, const ModelConfig& m, float* w, int64_t rows) {
+  const int64_t n = axes(s, m).count;
+  for (int64_t r = 0; r < rows; ++r) std::fill_n(w + r * m.hidden_size, n, 0.0f);
+}
+
 void add_routing_directions(const RoutingSpec& s, const ModelConfig& m, double sigma, float* embed) {
   const Axes a = axes(s, m);
   const int64_t d = m.hidden_size;
   const float spike = static_cast<float>(sigma * kSignal * std::sqrt(static_cast<double>(d)));
+  zero_axis_columns(s, m, embed, m.vocab_size);
   for (int64_t v = 0; v < m.vocab_size; ++v) {
     float* row = embed + v * d;
     if (a.popularity >= 0) row[a.popularity] += spike;
@@ -96,7 +109,7 @@ void shape_router(const RoutingSpec& s, const ModelConfig& m, int64_t layer, uin
   const int64_t e = m.num_experts(layer);
   const int64_t d = m.hidden_size;
   const int64_t directions = (a.popularity >= 0) + (a.topic0 >= 0) + (a.pair0 >= 0);
-  const double unit = normed_coordinate(m, directions);  // logit per unit of router weight
+  const double unit = normed_coordinate(m, directions, a.count);  // logit per unit of router weight
   std::mt19937_64 rng(seed * 0x100000001B3ull + static_cast<uint64_t>(layer));
   auto permutation = [&] {
     std::vector<int64_t> p(static_cast<std::size_t>(e));

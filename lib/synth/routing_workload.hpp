@@ -12,6 +12,10 @@
 //    adds `pair_boost` nats to both experts of the pair, so they fire together (with top_k >= 2).
 // The directions are coordinate axes of the hidden space (axis 0 popularity, then one per topic,
 // then one per pair), so they are orthogonal; each carries kSignal of an embedding row's scale.
+// The axes are a clean channel: embeddings carry no noise on them, and no layer writes into them
+// (the rows of o_proj and of every MLP's and expert's down projection for those axes are zero),
+// so a token's directions reach every MoE layer's router unchanged, only scaled by the norm as
+// the residual stream grows with depth.
 #include <cstdint>
 #include <vector>
 
@@ -32,8 +36,16 @@ struct RoutingSpec {
 // the directions, topic_experts within every MoE layer's experts, topics within the vocabulary.
 void validate_routing_spec(const RoutingSpec& spec, const ModelConfig& model);
 
-// Adds the directions to the token embedding [V, d] whose entries have standard deviation sigma.
+// Puts the directions into the token embedding [V, d] whose entries have standard deviation sigma
+// (and clears the other rows' noise on the axes).
 void add_routing_directions(const RoutingSpec& spec, const ModelConfig& model, double sigma, float* embed);
+
+// Zeroes the rows of the axes in `blocks` matrices [d, cols] stored one after another (an output
+// projection into the residual stream), and in a position embedding use blocks = 1 with the
+// transposed view: zero_axis_columns.
+void zero_axis_rows(const RoutingSpec& spec, const ModelConfig& model, float* m, int64_t blocks, int64_t cols);
+// Zeroes the columns of the axes in a matrix [rows, d] (a position embedding).
+void zero_axis_columns(const RoutingSpec& spec, const ModelConfig& model, float* m, int64_t rows);
 
 // Sets the router [E, d] of MoE layer `layer` along the directions (other entries stay random).
 // The popularity order, topic experts and pairs are drawn from `seed` and the layer.

@@ -55,10 +55,16 @@ void write_random_model(const ModelConfig& c, const std::string& path, uint64_t 
     vector(prefix + "/weight", d, 1.0);
     if (c.norm == NormKind::layernorm) vector(prefix + "/bias", d, 0.0);
   };
+  // Outputs into the residual stream leave a routing workload's axes alone (routing_workload.hpp).
+  auto no_axis_writes = [&](int64_t blocks, int64_t cols) {
+    return [&, blocks, cols](float* v, double) {
+      if (routing.active()) zero_axis_rows(routing, c, v, blocks, cols);
+    };
+  };
   auto mlp = [&](const std::string& prefix, int64_t ffn) {
     if (c.activation == ActivationKind::swiglu) matrix(prefix + "/gate_proj", {ffn, d});
     matrix(prefix + "/up_proj", {ffn, d});
-    matrix(prefix + "/down_proj", {d, ffn});
+    matrix(prefix + "/down_proj", {d, ffn}, 1.0, no_axis_writes(1, ffn));
   };
   // Embeddings are N(0, 1) per entry: rows of unit-scale vectors, as the norms expect. A tied
   // table is also the LM head, whose logits would then be O(sqrt(d)) (log-probabilities near
@@ -66,7 +72,10 @@ void write_random_model(const ModelConfig& c, const std::string& path, uint64_t 
   const double embed_scale = c.tie_embeddings ? 1.0 : std::sqrt(static_cast<double>(d));
   matrix("embed_tokens", {c.vocab_size, d}, embed_scale,
          [&](float* v, double sigma) { add_routing_directions(routing, c, sigma, v); });
-  if (c.position == PositionKind::learned) matrix("embed_positions", {c.max_positions, d}, 0.5 * embed_scale);
+  if (c.position == PositionKind::learned)
+    matrix("embed_positions", {c.max_positions, d}, 0.5 * embed_scale, [&](float* v, double) {
+      if (routing.active()) zero_axis_columns(routing, c, v, c.max_positions);
+    });
   const int64_t q_rows = c.num_heads * c.head_dim;
   const int64_t kv_rows = c.num_kv_heads * c.head_dim;
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -84,7 +93,7 @@ void write_random_model(const ModelConfig& c, const std::string& path, uint64_t 
       vector(p + "/attn/q_norm", q_rows, 1.0);
       vector(p + "/attn/k_norm", kv_rows, 1.0);
     }
-    matrix(p + "/attn/o_proj", {d, q_rows});
+    matrix(p + "/attn/o_proj", {d, q_rows}, 1.0, no_axis_writes(1, q_rows));
     norm(p + "/mlp_norm");
     if (!c.is_moe_layer(i)) {
       mlp(p + "/mlp", c.dense_ffn);
@@ -94,7 +103,7 @@ void write_random_model(const ModelConfig& c, const std::string& path, uint64_t 
     matrix(p + "/moe/router", {e, d}, router_scale, [&](float* v, double) { shape_router(routing, c, i, seed, v); });
     if (c.activation == ActivationKind::swiglu) matrix(p + "/moe/experts/gate_proj", {e, c.expert_ffn, d});
     matrix(p + "/moe/experts/up_proj", {e, c.expert_ffn, d});
-    matrix(p + "/moe/experts/down_proj", {e, d, c.expert_ffn});
+    matrix(p + "/moe/experts/down_proj", {e, d, c.expert_ffn}, 1.0, no_axis_writes(e, c.expert_ffn));
     if (c.shared_ffn > 0) mlp(p + "/moe/shared", c.shared_ffn);
     if (c.shared_gate == SharedGateKind::sigmoid) matrix(p + "/moe/shared_gate", {1, d});
   }
