@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -182,6 +183,112 @@ TEST(ExpertCache, RefusesBadSettingsWithOneLine) {
   policy->begin_step({0, 1});
   const std::string other = error_of([&] { policy->begin_step({3}); });
   EXPECT_NE(other.find("differs from the trace"), std::string::npos) << other;
+}
+
+// Drives a book the way a store will (begin_step, prefetch at the counts exchange, acquire and
+// release around each expert's compute) and checks the lease invariant against its own record
+// of slot contents: an expert's weights stay in its slot from acquire to release.
+struct StoreDriver {
+  int64_t demand_loads = 0;
+  int64_t prefetched_loads = 0;
+  void run(ExpertCacheBook& book, const RequestSteps& steps, int64_t slots) {
+    std::vector<int32_t> in_slot(static_cast<std::size_t>(slots), -1);
+    auto place = [&](int32_t e, const ExpertSlotAccess& a) {
+      ASSERT_GE(a.slot, 0);
+      ASSERT_LT(a.slot, slots);
+      if (a.hit) {
+        EXPECT_EQ(in_slot[static_cast<std::size_t>(a.slot)], e);
+      } else {
+        EXPECT_EQ(in_slot[static_cast<std::size_t>(a.slot)], a.evicted);
+        if (a.evicted >= 0) {
+          EXPECT_FALSE(book.leased(a.evicted)) << "evicted a leased expert";
+        }
+        in_slot[static_cast<std::size_t>(a.slot)] = e;
+      }
+    };
+    for (const auto& active : steps) {
+      book.begin_step(active);
+      const std::set<int32_t> this_step(active.begin(), active.end());
+      for (const auto& [e, a] : book.prefetch()) {
+        if (a.evicted >= 0) {
+          EXPECT_EQ(this_step.count(a.evicted), 0u) << "prefetch evicted an expert of this step";
+        }
+        prefetched_loads += a.hit ? 0 : 1;
+        place(e, a);
+      }
+      for (int32_t e : active) {
+        const bool was_leased = book.leased(e);
+        const ExpertSlotAccess a = book.acquire(e);
+        if (!was_leased) {
+          demand_loads += a.hit ? 0 : 1;
+          place(e, a);
+        }
+        EXPECT_EQ(in_slot[static_cast<std::size_t>(book.slot_of(e))], e) << "expert " << e << " lost its slot";
+        book.release(e);
+      }
+    }
+  }
+};
+
+TEST(ExpertCache, LeasesKeepPrefetchedExpertsUntilComputed) {
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (int trial = 0; trial < 50; ++trial) {
+    const RequestSteps steps = random_steps(rng, 8, 30);
+    for (int64_t slots = 1; slots <= 8; ++slots)
+      for (const std::string& policy : eviction_policy_names()) {
+        ExpertCacheBook book(8, slots, make_eviction_policy(policy, 8, &steps), 7);
+        StoreDriver driver;
+        driver.run(book, steps, slots);
+        const ExpertCacheStats& st = book.stats();
+        EXPECT_EQ(st.misses, driver.demand_loads + driver.prefetched_loads);
+        EXPECT_EQ(st.bytes_loaded, static_cast<uint64_t>(7 * st.misses));
+        EXPECT_GE(st.misses, replay_cache(steps, 8, slots, "belady").misses) << policy << " beat the optimum";
+      }
+  }
+}
+
+TEST(ExpertCache, PrefetchCoversAStepThatFitsAndMatchesTheReplay) {
+  // When every step's active experts fit, prefetch loads them all at the counts exchange; lifo
+  // (which evicts inactive experts first anyway) then misses exactly as the plain replay.
+  std::mt19937 rng(std::random_device{}());
+  RequestSteps steps;
+  std::uniform_int_distribution<int32_t> pick(0, 11);
+  for (int s = 0; s < 60; ++s) {
+    std::set<int32_t> a;
+    while (a.size() < 3) a.insert(pick(rng));
+    steps.emplace_back(a.begin(), a.end());
+  }
+  for (int64_t slots = 3; slots <= 12; ++slots) {
+    ExpertCacheBook book(12, slots, make_eviction_policy("lifo", 12), 1);
+    StoreDriver driver;
+    driver.run(book, steps, slots);
+    EXPECT_EQ(driver.demand_loads, 0) << slots;
+    EXPECT_EQ(book.stats().misses, replay_cache(steps, 12, slots, "lifo").misses) << slots;
+  }
+}
+
+TEST(ExpertCache, LeasesAreEnforced) {
+  ExpertCacheBook book(4, 1, make_eviction_policy("lru", 4), 1);
+  book.begin_step({0, 1});
+  const auto pre = book.prefetch();
+  ASSERT_EQ(pre.size(), 1u);  // expert 1 has no slot without evicting expert 0 of this step
+  EXPECT_EQ(pre[0].first, 0);
+  EXPECT_TRUE(book.leased(0));
+  const std::string full = error_of([&] { book.acquire(1); });
+  EXPECT_NE(full.find("all 1 slots hold leased experts"), std::string::npos) << full;
+  book.release(0);
+  EXPECT_EQ(book.acquire(1).evicted, 0);
+  const std::string early = error_of([&] { book.begin_step({2}); });
+  EXPECT_NE(early.find("still leased"), std::string::npos) << early;
+  book.release(1);
+  book.begin_step({2});
+  EXPECT_NE(error_of([&] { book.acquire(3); }).find("not active in this step"), std::string::npos);
+  EXPECT_NE(error_of([&] { book.release(2); }).find("is not leased"), std::string::npos);
+  book.add_stall(0.25);
+  book.add_stall(0.5);
+  EXPECT_DOUBLE_EQ(book.stats().stall_seconds, 0.75);
 }
 
 }  // namespace

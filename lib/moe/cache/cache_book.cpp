@@ -16,6 +16,10 @@ ExpertCacheBook::ExpertCacheBook(int64_t num_experts, int64_t slots, std::unique
   slot_of_.assign(static_cast<std::size_t>(num_experts), -1);
   expert_in_slot_.assign(static_cast<std::size_t>(slots), -1);
   resident_.reserve(static_cast<std::size_t>(slots));
+  active_.assign(static_cast<std::size_t>(num_experts), 0);
+  leased_.assign(static_cast<std::size_t>(num_experts), 0);
+  requested_.assign(static_cast<std::size_t>(num_experts), 0);
+  access_.assign(static_cast<std::size_t>(num_experts), {});
 }
 
 void ExpertCacheBook::begin_step(const std::vector<int32_t>& active) {
@@ -25,6 +29,14 @@ void ExpertCacheBook::begin_step(const std::vector<int32_t>& active) {
   for (int32_t e : active)
     MOE_CHECK(e >= 0 && e < static_cast<int32_t>(slot_of_.size()), "expert cache: expert {} is outside [0, {})", e,
               slot_of_.size());
+  for (int32_t e : resident_)
+    MOE_CHECK(!leased(e), "expert cache: expert {} is still leased when a new step starts (release it)", e);
+  for (int32_t e : step_active_) {
+    active_[static_cast<std::size_t>(e)] = 0;
+    requested_[static_cast<std::size_t>(e)] = 0;
+  }
+  step_active_ = active;
+  for (int32_t e : active) active_[static_cast<std::size_t>(e)] = 1;
   policy_->begin_step(active);
 }
 
@@ -32,22 +44,36 @@ ExpertSlotAccess ExpertCacheBook::request(int32_t e) {
   MOE_CHECK(e >= 0 && e < static_cast<int32_t>(slot_of_.size()), "expert cache: expert {} is outside [0, {})", e,
             slot_of_.size());
   ExpertSlotAccess access;
+  MOE_CHECK(try_request(e, false, access), "expert cache: all {} slots hold leased experts; expert {} has none",
+            slots(), e);
+  return access;
+}
+
+bool ExpertCacheBook::try_request(int32_t e, bool inactive_only, ExpertSlotAccess& access) {
+  access = {};
   access.hit = resident(e);
+  const auto free_slot = std::find(expert_in_slot_.begin(), expert_in_slot_.end(), -1);
+  if (!access.hit && free_slot == expert_in_slot_.end()) {
+    candidates_.clear();
+    for (int32_t r : resident_)
+      if (!leased(r) && !(inactive_only && active_[static_cast<std::size_t>(r)])) candidates_.push_back(r);
+    if (candidates_.empty()) return false;
+  }
+  // From here the request happens: the policy sees it and the figures count it.
   policy_->requested(e, access.hit);
   if (access.hit) {
     ++stats_.hits;
     access.slot = slot_of(e);
-    return access;
+    return true;
   }
   ++stats_.misses;
   stats_.bytes_loaded += expert_bytes_;
-  const auto free_slot = std::find(expert_in_slot_.begin(), expert_in_slot_.end(), -1);
   if (free_slot != expert_in_slot_.end()) {
     access.slot = free_slot - expert_in_slot_.begin();
   } else {
-    const int32_t victim = policy_->victim(resident_);
-    MOE_CHECK(resident(victim), "expert cache: policy '{}' chose expert {}, which is not resident", policy_->name(),
-              victim);
+    const int32_t victim = policy_->victim(candidates_);
+    MOE_CHECK(std::find(candidates_.begin(), candidates_.end(), victim) != candidates_.end(),
+              "expert cache: policy '{}' chose expert {}, which it may not evict", policy_->name(), victim);
     access.evicted = victim;
     access.slot = slot_of(victim);
     slot_of_[static_cast<std::size_t>(victim)] = -1;
@@ -58,7 +84,38 @@ ExpertSlotAccess ExpertCacheBook::request(int32_t e) {
   expert_in_slot_[static_cast<std::size_t>(access.slot)] = e;
   slot_of_[static_cast<std::size_t>(e)] = access.slot;
   resident_.push_back(e);
-  return access;
+  return true;
+}
+
+std::vector<std::pair<int32_t, ExpertSlotAccess>> ExpertCacheBook::prefetch() {
+  std::vector<std::pair<int32_t, ExpertSlotAccess>> out;
+  for (int32_t e : step_active_) {
+    if (requested_[static_cast<std::size_t>(e)]) continue;
+    ExpertSlotAccess access;
+    if (!try_request(e, true, access)) break;
+    requested_[static_cast<std::size_t>(e)] = 1;
+    leased_[static_cast<std::size_t>(e)] = 1;
+    access_[static_cast<std::size_t>(e)] = access;
+    out.emplace_back(e, access);
+  }
+  return out;
+}
+
+ExpertSlotAccess ExpertCacheBook::acquire(int32_t e) {
+  MOE_CHECK(e >= 0 && e < static_cast<int32_t>(slot_of_.size()) && active_[static_cast<std::size_t>(e)],
+            "expert cache: expert {} is not active in this step", e);
+  if (!requested_[static_cast<std::size_t>(e)]) {
+    access_[static_cast<std::size_t>(e)] = request(e);
+    requested_[static_cast<std::size_t>(e)] = 1;
+  }
+  leased_[static_cast<std::size_t>(e)] = 1;
+  return access_[static_cast<std::size_t>(e)];
+}
+
+void ExpertCacheBook::release(int32_t e) {
+  MOE_CHECK(e >= 0 && e < static_cast<int32_t>(slot_of_.size()) && leased(e), "expert cache: expert {} is not leased",
+            e);
+  leased_[static_cast<std::size_t>(e)] = 0;
 }
 
 ExpertCacheStats replay_cache(const RequestSteps& steps, int64_t num_experts, int64_t slots, const std::string& policy,
