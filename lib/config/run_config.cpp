@@ -124,8 +124,8 @@ CacheSlots parse_cache_slots(const std::string& text, const std::string& what) {
     MOE_CHECK(value > 0 && value <= 100, "{} is '{}': a percentage must be in (0, 100]", what, text);
     return {false, 0, value};
   }
-  MOE_CHECK(value == std::floor(value) && value >= 1, "{} is '{}': at least 1 expert must be resident ({})", what,
-            text, valid);
+  MOE_CHECK(value == std::floor(value) && value >= 1, "{} is '{}': at least 1 expert must be resident ({})", what, text,
+            valid);
   return {false, static_cast<int64_t>(value), 0.0};
 }
 
