@@ -2,8 +2,9 @@
 // `gemm` (the backend's linear, the shape of the expert and LM-head GEMMs), `stream`
 // (memory bandwidth, which bounds weight-streaming phases) and `alltoall` (the expert-parallel
 // exchange, flat against hierarchical; bench_alltoall.cpp) and `gating` (static against dynamic
-// gating; bench_gating.cpp) and `place` (expert placement planners on synthetic routing;
-// bench_place.cpp). Tables print max-over-ranks times
+// gating; bench_gating.cpp), `place` (expert placement planners on synthetic routing;
+// bench_place.cpp) and `cache` (expert-cache policies replayed on a routing trace;
+// bench_cache.cpp). Tables print max-over-ranks times
 // and a grep-able PERFORMANCE line, with the command line that produced them.
 #include <cblas.h>
 #include <fmt/format.h>
@@ -16,6 +17,7 @@
 
 #include "backend/backend.hpp"
 #include "bench_alltoall.hpp"
+#include "bench_cache.hpp"
 #include "bench_gating.hpp"
 #include "bench_place.hpp"
 #include "core/timer.hpp"
@@ -177,6 +179,19 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   place_cmd->add_option("--seed", place.counts.seed, "random seed")->capture_default_str();
   place_cmd->add_option("--loads", place.loads_json, "write per-rank rows of every policy here (JSON)");
+  moe::CacheBenchOptions cache;
+  auto* cache_cmd = app.add_subcommand(
+      "cache", "replay a routing trace through each expert-cache policy and size: miss rates and gap to Belady");
+  cache_cmd->add_option("--trace", cache.trace, "results file of moe-score with moe.trace: true")->required();
+  cache_cmd->add_option("--slots", cache.slots, "cache sizes per layer and rank: N experts or P% of them")
+      ->delimiter(',')
+      ->capture_default_str();
+  cache_cmd->add_option("--policies", cache.policies, "eviction policies (lifo, lru, belady)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cache_cmd->add_option("--ranks", cache.ranks, "expert-parallel ranks modelled (contiguous expert ranges)")
+      ->capture_default_str();
+  cache_cmd->add_option("--csv", cache.csv, "also write the table as CSV (scripts/plot_cache.py plots it)");
   std::string command = "moe-bench";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
   try {
@@ -190,6 +205,7 @@ int main(int argc, char** argv) {
     if (*alltoall) moe::bench_alltoall(a2a, command);
     if (*gating_cmd) moe::bench_gating(gating, command);
     if (*place_cmd) moe::bench_place(place, command);
+    if (*cache_cmd) moe::bench_cache(cache, command);
     return 0;
   });
 }

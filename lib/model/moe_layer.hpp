@@ -42,6 +42,11 @@ class MoeLayer {
   // group's tokens, and an all-gather over tp rebuilds h for all of them.
   void forward(Step& step, const LayerWeights& weights, float* h);
   const MoeLayerStats& stats() const { return stats_; }
+  // The last batch's routing on this rank (its block of the tokens when tp > 1), for the trace:
+  // routed rows per expert [E] and the top-k expert ids [tokens, k].
+  int64_t layer() const { return layer_; }
+  const std::vector<int64_t>& last_counts() const { return plan_.counts; }
+  const std::vector<int32_t>& last_topk_ids() const { return choice_.ids; }
   // Counts start at zero for every expert, so ranks that never ran a batch report the same shape.
   void reset_stats() {
     stats_ = MoeLayerStats{layer_, std::vector<int64_t>(static_cast<std::size_t>(num_experts_), 0), 0, 0, 0, 0, 0};

@@ -19,8 +19,10 @@
 #include "io/checkpoint.hpp"
 #include "io/result_writer.hpp"
 #include "io/token_dataset.hpp"
+#include "io/trace_writer.hpp"
 #include "model/transformer.hpp"
 #include "moe/alltoall_dispatcher.hpp"
+#include "moe/cache/cache_settings.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
 #include "moe/placement_file.hpp"
@@ -138,6 +140,13 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
                                           static_cast<int>(config.parallel.tp));
   });
   const ModelConfig& model = ckpt->config();
+  agree(world_comm, [&] {
+    const ExpertCacheSettings cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum());
+    // The keys are checked above so that run files can be written for it; the store that honours
+    // them needs the pipeline's leases and lands with them (issue 10).
+    MOE_CHECK(!cache.bounded, "moe.expert_cache.slots: '{}': the bounded expert store is not built yet; use 'all'",
+              config.moe.expert_cache.slots);
+  });
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
@@ -182,6 +191,15 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
         ckpt->fingerprint(), tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
     writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens, attrs, resume);
   });
+  std::unique_ptr<TraceWriter> trace;
+  if (config.moe.trace)
+    agree(world_comm, [&] {
+      trace = std::make_unique<TraceWriter>(writer->file(), model, *tokens, bsz, config.moe.trace_topk,
+                                            writer->resumed(), topology->tp_size > 1 ? tp_comm.get() : nullptr);
+    });
+  std::vector<TraceLayerBatch> trace_layers;
+  for (const MoeLayer* layer : transformer->moe_layers())
+    trace_layers.push_back({layer->layer(), &layer->last_counts(), &layer->last_topk_ids()});
   const BatchSchedule schedule(writer->journal(), dp);
   const int64_t num_steps = schedule.num_steps();
   // Sequences [first, end) of global batch b; b = -1 (an idle rank) is empty.
@@ -234,6 +252,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     {
       ScopedPhase phase(&times, "write");
       writer->write_batch(writes ? batch : no_batch, logprobs.data());
+      if (trace) trace->write_batch(b, batch.num_tokens(), trace_layers, writes);
       writer->mark_done(writes ? b : -1);  // the resume journal: durable after the results
     }
     // What the whole job has done: every group's batch of this step is complete.
