@@ -250,10 +250,14 @@ def prepare(args):
                 f"vocab_size {model_vocab}"
             )
         max_len = min(max_len or max_positions, max_positions)
+    if args.stride is not None and max_len is None:
+        raise InputError("--stride needs --max-len (or --model, whose max_positions is the default)")
     stride = args.stride if args.stride is not None else (max_len // 2 if max_len else None)
     if max_len is not None and not (max_len >= 2 and stride is not None and 1 <= stride < max_len):
         raise InputError(f"--max-len {max_len} --stride {stride}: need max-len >= 2 and 1 <= stride < max-len")
     bos = bos_id(tokenizer, args.tokenizer, args.bos_token) if args.bos else None
+    # The fast variant skips the character offsets, which are not needed here (same ids).
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
 
     fmt = args.format or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(
         os.path.splitext(args.input)[1].lower(), "text"
@@ -279,7 +283,7 @@ def prepare(args):
 
         def flush():
             nonlocal num_docs, batch, texts, text_bytes
-            encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+            encodings = encode(texts, add_special_tokens=False)
             docs, ids = [], []
             for (record, line, doc_id), enc in zip(batch, encodings):
                 if not enc.ids:

@@ -365,6 +365,26 @@ class SummarizeTest(TextCase):
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
 
+class ConvertTest(TextCase):
+    """moe-convert copies tokenizer.json from the Hugging Face folder next to the converted model."""
+
+    def test_tokenizer_travels_with_the_model(self):
+        hf = self.path("hf")
+        run(sys.executable, os.path.join(os.path.dirname(INPUTS), "tests", "support", "hf_tiny.py"), "write", "mixtral",
+            hf, "--seed", "3")
+        shutil.copy(self.tok_path, os.path.join(hf, "tokenizer.json"))
+        os.makedirs(self.path("converted"))
+        model = self.path("converted/model.h5")
+        r = run(os.path.join(BIN, "moe-convert"), hf, model)
+        self.assertIn("tokenizer.json", r.stdout)
+        with open(self.tok_path, "rb") as a, open(self.path("converted/tokenizer.json"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        # The copy is what moe-prepare --model expects beside the model.
+        src = self.write_jsonl("c.jsonl", [{"text": t} for t in self.texts])
+        run(os.path.join(BIN, "moe-prepare"), "--tokenizer", self.path("converted/tokenizer.json"), "--model", model,
+            "--input", src, "--out", self.path("c.h5"))
+
+
 if __name__ == "__main__":
     BIN, INPUTS = sys.argv[1], sys.argv[2]
     unittest.main(argv=[sys.argv[0]] + sys.argv[3:], verbosity=2)
