@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 
@@ -243,6 +244,8 @@ def prepare(args):
     max_len = args.max_len
     if args.model:
         with h5py.File(args.model, "r") as m:
+            if "vocab_size" not in m.attrs or "max_positions" not in m.attrs:
+                raise InputError(f"{args.model}: no vocab_size/max_positions attributes: not a moebatch checkpoint")
             model_vocab, max_positions = int(m.attrs["vocab_size"]), int(m.attrs["max_positions"])
         if vocab > model_vocab:
             raise InputError(
@@ -364,6 +367,8 @@ def main(argv=None):
     p.add_argument("--chunk-docs", type=int, default=4096, help="documents tokenized at once (default: 4096)")
     p.add_argument("--out", required=True, help="token file to write (HDF5)")
     args = p.parse_args(argv)
+    # SIGTERM unwinds like an error, so the temporary file is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         prepare(args)
     except InputError as e:
@@ -375,6 +380,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("moe-prepare: interrupted; nothing written", file=sys.stderr)
         return 130
+    except Exception as e:  # e.g. a corrupt Parquet file: still one line, not a traceback
+        print(f"moe-prepare: {args.input}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+        return 1
     return 0
 
 
