@@ -340,6 +340,24 @@ class BadInputTest(TextCase):
         self.assertFalse(os.path.exists(self.path("s.h5")))
 
 
+class ScoreFromTest(TextCase):
+    """moe-score refuses a score_from outside [0, length] with one line naming the row."""
+
+    def test_out_of_range(self):
+        src = self.write_jsonl("sf.jsonl", [{"text": t} for t in self.texts])
+        tokens = self.path("sf.h5")
+        self.prepare("--input", src, "--out", tokens)
+        with h5py.File(tokens, "r+") as f:
+            f["score_from"][5] = f["offsets"][6] - f["offsets"][5] + 1
+        run_yaml = self.path("sf.yaml")
+        with open(run_yaml, "w") as f:
+            f.write(f"model: {self.model()}\ninput: {tokens}\noutput: {self.path('sf_s.h5')}\nreport: {self.path('sf.json')}\n")
+        r = run(os.path.join(BIN, "moe-score"), run_yaml, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(f"{tokens}: score_from[5]", r.stdout + r.stderr)
+        self.assertFalse(os.path.exists(self.path("sf_s.h5")))
+
+
 class SummarizeTest(TextCase):
     """The table, PNG and corpus perplexity from moe-score's per-row results."""
 
