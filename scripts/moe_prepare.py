@@ -207,13 +207,14 @@ class Progress:
 
     def __init__(self, total_bytes, every=2.0):
         self.total, self.every, self.start = total_bytes, every, time.time()
-        self.last = self.start
+        self.last, self.shown = self.start, False
         self.tty = sys.stderr.isatty()
 
     def show(self, done_bytes, docs, tokens, final=False):
         now = time.time()
-        if not final and now - self.last < self.every:
-            return
+        if now - self.last < self.every and not (final and self.shown):
+            return  # the final line only completes earlier ones; short runs print just the summary
+        self.shown = True
         self.last = now
         rate = done_bytes / max(now - self.start, 1e-9)
         eta = (self.total - done_bytes) / rate if rate > 0 else 0.0
