@@ -7,7 +7,7 @@ preceding context as the window allows) and writes a ragged token file with the 
 tokenized and appended a chunk at a time, so memory stays bounded by the chunk, not the corpus.
 The file is written under a temporary name and renamed when complete: a failed or interrupted run
 leaves nothing that a later run would accept. Runs under the virtual environment that
-scripts/setup.sh makes (build/bin/moe-prepare starts it).
+scripts/setup.sh makes (build/bin/moe-prepare starts it). The readers are in text_sources.py.
 """
 import argparse
 import hashlib
@@ -20,103 +20,11 @@ import time
 import h5py
 import numpy as np
 
+from text_sources import Cursor, InputError, read_jsonl, read_parquet, read_text, where
+
 FORMATS = ("jsonl", "parquet", "text")
 CHUNK_BYTES = 8 << 20  # text handed to the tokenizer at once (bounds memory, keeps its threads busy)
 H5_CHUNK = 1 << 16  # elements per HDF5 chunk of the growing datasets
-
-
-class InputError(Exception):
-    """One line naming the file, record and field."""
-
-
-def where(path, record, field, line=None):
-    at = f"record {record}" + (f" (line {line})" if line is not None else "")
-    return f"{path}: {at}, field '{field}'" if field else f"{path}: {at}"
-
-
-# --- reading: every reader yields (record index, line or None, id value or None, text bytes) and
-# keeps cursor.done, the input bytes consumed, for the progress line ---
-
-
-class Cursor:
-    done = 0
-
-
-def read_jsonl(path, field, id_field, sha, cursor):
-    with open(path, "rb") as f:
-        record = 0
-        for line_no, raw in enumerate(f, start=1):
-            sha.update(raw)
-            cursor.done += len(raw)
-            if not raw.strip():
-                continue  # blank lines separate nothing in JSONL
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                raise InputError(f"{where(path, record, None, line_no)}: not valid UTF-8 at byte {e.start}") from None
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where(path, record, None, line_no)}: malformed JSON: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{where(path, record, None, line_no)}: expected a JSON object")
-            yield record, line_no, field_value(obj, id_field, path, record, line_no), text_value(
-                obj, field, path, record, line_no
-            )
-            record += 1
-
-
-def field_value(obj, name, path, record, line):
-    if name is None:
-        return None
-    if name not in obj:
-        raise InputError(f"{where(path, record, name, line)}: missing")
-    return obj[name]
-
-
-def text_value(obj, field, path, record, line):
-    value = field_value(obj, field, path, record, line)
-    if not isinstance(value, str):
-        raise InputError(f"{where(path, record, field, line)}: expected a string, found {type(value).__name__}")
-    try:
-        return value.encode("utf-8")  # JSON escapes can carry lone surrogates: not UTF-8 text
-    except UnicodeEncodeError as e:
-        raise InputError(f"{where(path, record, field, line)}: not valid UTF-8 (character {e.start})") from None
-
-
-def read_text(path, sha, cursor):
-    with open(path, "rb") as f:
-        for record, raw in enumerate(f):
-            sha.update(raw)
-            cursor.done += len(raw)
-            yield record, record + 1, None, raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
-
-
-def read_parquet(path, field, id_field, sha, cursor, chunk_rows):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    table = pq.ParquetFile(path)
-    names = table.schema_arrow.names
-    for name in (field, id_field):
-        if name is not None and name not in names:
-            raise InputError(f"{where(path, 0, name)}: missing (the file's columns: {', '.join(names)})")
-    columns = [field] + ([id_field] if id_field else [])
-    record, size, rows = 0, os.path.getsize(path), max(table.metadata.num_rows, 1)
-    for batch in table.iter_batches(batch_size=chunk_rows, columns=columns):
-        texts = batch.column(0)
-        if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type) or pa.types.is_binary(texts.type)):
-            raise InputError(f"{where(path, record, field)}: column of type {texts.type}, expected strings")
-        # As bytes, so that each record's UTF-8 is checked (and named) on its own.
-        texts = texts.cast(pa.large_binary()).to_pylist()
-        ids = batch.column(1).to_pylist() if id_field else [None] * len(texts)
-        for text, doc_id in zip(texts, ids):
-            if text is None:
-                raise InputError(f"{where(path, record, field)}: null")
-            yield record, None, doc_id, text
-            record += 1
-        cursor.done = size * record // rows
 
 
 # --- tokenizing and windows ---
@@ -277,6 +185,8 @@ def prepare(args):
         records = read_text(args.input, sha, cursor)
     field = args.field if fmt != "text" else None
 
+    if os.path.exists(args.out) and os.path.samefile(args.out, args.input):
+        raise InputError(f"{args.out}: is the input; choose another --out")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     partial = os.path.join(out_dir, f".{os.path.basename(args.out)}.partial-{os.getpid()}")
     progress = Progress(os.path.getsize(args.input))

@@ -317,6 +317,16 @@ class BadInputTest(TextCase):
             f.write(b"ok\nbad \xc3\x28\n")
         self.expect_error(txt, says=[txt, "record 1 (line 2)", "not valid UTF-8"])
 
+    def test_output_is_the_input(self):
+        src = self.write_jsonl("same.jsonl", [{"text": t} for t in self.texts])
+        with open(src, "rb") as f:
+            before = f.read()
+        r = self.prepare("--input", src, "--out", src, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("is the input", r.stderr)
+        with open(src, "rb") as f:
+            self.assertEqual(f.read(), before)
+
     def test_vocabulary_larger_than_the_model(self):
         big = self.path("big_tokenizer.json")
         train_tokenizer(big, self.texts * 3, added=512)  # mixtral-tiny has 512
