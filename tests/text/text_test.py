@@ -102,11 +102,22 @@ class TextCase(unittest.TestCase):
             run(os.path.join(BIN, "moe-synth"), "model", os.path.join(INPUTS, "models", "mixtral-tiny.yaml"), model)
         return model
 
-    def score(self, tokens, out):
+    def run_score(self, tokens, out, check=True):
         run_yaml = self.path("run.yaml")
         with open(run_yaml, "w") as f:
             f.write(f"model: {self.model()}\ninput: {tokens}\noutput: {out}\nreport: {out}.json\nbatch_size: 16\n")
-        run(os.path.join(BIN, "moe-score"), run_yaml)
+        return run(os.path.join(BIN, "moe-score"), run_yaml, check=check)
+
+    def score_refused(self, tokens):
+        """moe-score's message for a token file it must refuse before writing anything."""
+        out = self.path("refused.h5")
+        r = self.run_score(tokens, out, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertFalse(os.path.exists(out))
+        return r.stdout + r.stderr
+
+    def score(self, tokens, out):
+        self.run_score(tokens, out)
         with h5py.File(out, "r") as f:
             return f["logprobs"][:], f["offsets"][:], f["seq_logprob"][:], f["seq_tokens"][:]
 
@@ -341,13 +352,8 @@ class BadInputTest(TextCase):
         self.assertFalse(os.path.exists(out))
         # Prepared without --model, moe-score refuses the file before scoring.
         run(os.path.join(BIN, "moe-prepare"), "--tokenizer", big, "--input", src, "--out", out)
-        run_yaml = self.path("run_big.yaml")
-        with open(run_yaml, "w") as f:
-            f.write(f"model: {self.model()}\ninput: {out}\noutput: {self.path('s.h5')}\nreport: {self.path('s.json')}\n")
-        r = run(os.path.join(BIN, "moe-score"), run_yaml, check=False)
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn(f"tokenizer_vocab_size = {self.tokenizer.get_vocab_size() + 512}", r.stdout + r.stderr)
-        self.assertFalse(os.path.exists(self.path("s.h5")))
+        message = self.score_refused(out)
+        self.assertIn(f"tokenizer_vocab_size = {self.tokenizer.get_vocab_size() + 512}", message)
 
 
 class ScoreFromTest(TextCase):
@@ -359,13 +365,7 @@ class ScoreFromTest(TextCase):
         self.prepare("--input", src, "--out", tokens)
         with h5py.File(tokens, "r+") as f:
             f["score_from"][5] = f["offsets"][6] - f["offsets"][5] + 1
-        run_yaml = self.path("sf.yaml")
-        with open(run_yaml, "w") as f:
-            f.write(f"model: {self.model()}\ninput: {tokens}\noutput: {self.path('sf_s.h5')}\nreport: {self.path('sf.json')}\n")
-        r = run(os.path.join(BIN, "moe-score"), run_yaml, check=False)
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn(f"{tokens}: score_from[5]", r.stdout + r.stderr)
-        self.assertFalse(os.path.exists(self.path("sf_s.h5")))
+        self.assertIn(f"{tokens}: score_from[5]", self.score_refused(tokens))
 
 
 class SummarizeTest(TextCase):
