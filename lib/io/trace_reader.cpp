@@ -52,17 +52,23 @@ RoutingTrace read_routing_trace(const std::string& path) {
     if (name.rfind(prefix, 0) != 0 || name.size() <= prefix.size() + suffix.size() ||
         name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
+    const std::string index = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    MOE_CHECK(index.find_first_not_of("0123456789") == std::string::npos, "{}: unexpected trace dataset '{}'", path,
+              name);
     TraceLayer l;
-    l.layer = std::stoll(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()));
-    MOE_CHECK(name == trace_counts_dataset(l.layer), "{}: unexpected trace dataset '{}'", path, name);
-    const auto shape = file.info(name).shape;
-    MOE_CHECK(shape.size() == 2 && shape[0] == trace.num_batches && shape[1] > 0,
-              "{}: '{}' should be [{}, experts], not of rank {}", path, name, trace.num_batches, shape.size());
+    l.layer = std::stoll(index);
+    const h5::DatasetInfo info = file.info(name);
+    const auto& shape = info.shape;
+    MOE_CHECK(shape.size() == 2 && info.kind == h5::ElementKind::i64 && shape[0] == trace.num_batches && shape[1] > 0,
+              "{}: trace dataset '{}' must be int64 [{}, experts], is {} of rank {}", path, name, trace.num_batches,
+              info.type_name, shape.size());
     l.num_experts = shape[1];
     const std::vector<int64_t> all = file.read_all<int64_t>(name);
     for (int64_t b : trace.batch_ids) {
       const auto row = all.begin() + static_cast<std::ptrdiff_t>(b * l.num_experts);
       l.batches.emplace_back(row, row + static_cast<std::ptrdiff_t>(l.num_experts));
+      for (auto c = row; c != row + static_cast<std::ptrdiff_t>(l.num_experts); ++c)
+        MOE_CHECK(*c >= 0, "{}: trace dataset '{}' has a negative count in batch {}", path, name, b);
     }
     trace.layers.push_back(std::move(l));
   }

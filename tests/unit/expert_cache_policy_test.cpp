@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "moe/cache/cache_book.hpp"
+#include "moe/cache/cache_settings.hpp"
 #include "moe/cache/eviction.hpp"
 
 namespace moe::test {
@@ -289,6 +290,16 @@ TEST(ExpertCache, LeasesAreEnforced) {
   book.add_stall(0.25);
   book.add_stall(0.5);
   EXPECT_DOUBLE_EQ(book.stats().stall_seconds, 0.75);
+}
+
+TEST(ExpertCache, SlotsOfAPercentageRoundUpToAtLeastOne) {
+  EXPECT_EQ(cache_slots_for(CacheSlots{}, 8), 8);
+  EXPECT_EQ(cache_slots_for(CacheSlots{false, 3, 0.0}, 8), 3);
+  EXPECT_EQ(cache_slots_for(CacheSlots{false, 0, 12.5}, 8), 1);
+  EXPECT_EQ(cache_slots_for(CacheSlots{false, 0, 25.0}, 6), 2);  // 1.5 -> 2
+  EXPECT_EQ(cache_slots_for(CacheSlots{false, 0, 50.0}, 8), 4);
+  EXPECT_EQ(cache_slots_for(CacheSlots{false, 0, 1.0}, 8), 1);
+  EXPECT_EQ(cache_slots_for(CacheSlots{false, 0, 100.0}, 128), 128);
 }
 
 }  // namespace
