@@ -49,7 +49,8 @@ void report(cudaError_t rc, const char* what) {
 
 // The launcher-local rank: set by the MPI launchers and by srun, readable before MPI_Init and
 // without a communicator (library code does not name MPI_COMM_WORLD).
-int local_rank_from_environment() {
+// Falls back to `fallback` (the MPI_COMM_TYPE_SHARED rank, when the caller knows it), else 0.
+int local_rank_from_environment(int fallback) {
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
     if (const char* value = std::getenv(name)) {
       char* end = nullptr;
@@ -57,7 +58,7 @@ int local_rank_from_environment() {
       if (end != value && *end == '\0' && rank >= 0 && rank <= INT_MAX) return static_cast<int>(rank);
     }
   }
-  return 0;
+  return fallback >= 0 ? fallback : 0;
 }
 
 }  // namespace
@@ -108,7 +109,7 @@ bool cuda_device_available() noexcept {
   return count > 0;
 }
 
-std::unique_ptr<Backend> make_cuda_backend() {
+std::unique_ptr<Backend> make_cuda_backend(int local_rank) {
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess) {
@@ -117,7 +118,7 @@ std::unique_ptr<Backend> make_cuda_backend() {
          cudaGetErrorName(rc), cudaGetErrorString(rc));
   }
   if (count == 0) fail("backend 'cuda': the CUDA runtime sees no device; use backend 'cpu'");
-  return std::make_unique<CudaBackend>(local_rank_from_environment() % count);
+  return std::make_unique<CudaBackend>(local_rank_from_environment(local_rank) % count);
 }
 
 // --- memory ------------------------------------------------------------------------------------

@@ -124,8 +124,9 @@ class CudaBackend final : public Backend {
 bool cuda_device_available() noexcept;
 
 // The backend on this process's GPU: local rank (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID or
-// SLURM_LOCALID, else 0) modulo the visible device count. Throws moe::Error, naming the CUDA
-// error, when no device is usable.
-std::unique_ptr<Backend> make_cuda_backend();
+// SLURM_LOCALID, else `local_rank` when >= 0 (the caller's MPI_COMM_TYPE_SHARED rank), else 0)
+// modulo the visible device count. Throws moe::Error, naming the CUDA error, when no device is
+// usable.
+std::unique_ptr<Backend> make_cuda_backend(int local_rank = -1);
 
 }  // namespace moe

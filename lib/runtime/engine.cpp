@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "backend/backend.hpp"
+#include "backend/factory/device_comms.hpp"
 #include "comm/alltoall.hpp"
 #include "comm/communicator.hpp"
 #include "comm/topology.hpp"
@@ -114,12 +115,14 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Topology> topology;
   std::unique_ptr<ExpertPlacement> placement;
+  // A GPU run picks its device from the node-local rank (collective, so asked outside agree()).
+  const int local_rank = config.backend == "cpu" ? -1 : node_local_rank(world_comm);
   agree(world_comm, [&] {
     check_output_paths(config);
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
-    backend = make_backend(config.backend);
+    backend = make_backend(config.backend, local_rank);
     placement = std::make_unique<ExpertPlacement>(ckpt->config(), rank, ranks);
   });
   // Topology validates ranks_per_node and tp itself, on every rank alike.
@@ -131,8 +134,16 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
-  std::unique_ptr<Communicator> tp_comm = make_mpi_communicator(topology->tp_comm);
-  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology);
+  // Collectives on the backend's memory: MPI for cpu, NCCL on the backend's stream for cuda
+  // (backend/factory/device_comms.hpp). `world` stays MPI for host-side control and the report.
+  std::unique_ptr<Communicator> tp_comm;
+  std::unique_ptr<Communicator> counts_comm;
+  std::unique_ptr<AllToAll> alltoall;
+  agree(world_comm, [&] {
+    tp_comm = make_backend_communicator(*backend, topology->tp_comm);
+    counts_comm = make_backend_communicator(*backend, world_comm);
+    alltoall = make_backend_alltoall(*backend, alltoall_name(config.moe.alltoall), *topology);
+  });
   std::unique_ptr<ResidentExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
@@ -141,7 +152,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   if (ranks == 1)
     dispatcher = std::make_unique<LocalDispatcher>(dispatch_ws);
   else
-    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement);
+    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *counts_comm, *placement);
   {
     ScopedPhase phase(&times, "load");
     agree(world_comm, [&] {
