@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -79,12 +81,12 @@ TEST_F(SharedMath, LayerNormRows) {
   const std::vector<float> b = random(static_cast<std::size_t>(d));
   std::vector<float> y(x.size());
   for (int64_t i = 0; i < m; ++i) {
+    // The row statistics in double (the kernel reduces them over the block); the per-element
+    // step is the shared function.
     const float* xi = x.data() + i * d;
-    double sum = 0.0;
-    for (int64_t j = 0; j < d; ++j) sum += xi[j];
-    const double mean = sum / static_cast<double>(d);
-    double var = 0.0;
-    for (int64_t j = 0; j < d; ++j) var += (xi[j] - mean) * (xi[j] - mean);
+    const double mean = std::accumulate(xi, xi + d, 0.0) / static_cast<double>(d);
+    const double var =
+        std::transform_reduce(xi, xi + d, 0.0, std::plus<>(), [mean](float v) { return (v - mean) * (v - mean); });
     const double inv = 1.0 / std::sqrt(var / static_cast<double>(d) + eps);
     for (int64_t j = 0; j < d; ++j) y[i * d + j] = kernels::layer_norm_apply(xi[j], mean, inv, w[j], b[j]);
   }
