@@ -3,6 +3,7 @@
 // compute the same function and the CPU tests check the logic the GPU runs.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define MOE_HOST_DEVICE __host__ __device__ __forceinline__
@@ -11,6 +12,17 @@
 #endif
 
 namespace moe::kernels {
+
+// bf16 bits of x rounded to nearest even (NaN stays a quiet NaN): the activations' rounding at
+// the input of a GEMM with bf16 weights (bf16 x bf16 products, fp32 accumulation). Same function
+// as core/dtype.hpp's float_to_bf16, which host-only code uses.
+MOE_HOST_DEVICE uint16_t bf16_round(float x) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &x, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
 
 MOE_HOST_DEVICE float silu(float x) {
   return x / (1.0f + expf(-x));

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -199,6 +200,41 @@ TEST_F(SharedMath, CausalAttentionAsOnlineSoftmaxOverChunks) {
                                          static_cast<std::size_t>(heads), static_cast<std::size_t>(kv_heads),
                                          static_cast<std::size_t>(head_dim));
   expect_close(out, want, 1e-4, 1e-5);
+}
+
+TEST_F(SharedMath, Bf16RoundingIsNearestEven) {
+  // The activations' rounding before a bf16 GEMM: the nearest bf16 (ties to the even mantissa),
+  // checked in double against the two neighbouring bf16 values; NaN stays NaN, infinities stay.
+  std::vector<float> x = random(5000, 10.0f);
+  for (float scale : {1e-30f, 1e-40f, 1e30f}) x.push_back(scale * x[x.size() % 97]);
+  x.push_back(std::numeric_limits<float>::infinity());
+  x.push_back(-std::numeric_limits<float>::infinity());
+  x.push_back(0.0f);
+  x.push_back(1.0f + 1.0f / 256.0f);  // exactly between 1 and 1 + 2^-7: ties to even (1)
+  const auto value = [](uint16_t bits) {
+    const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+    float f = 0.0f;
+    std::memcpy(&f, &wide, sizeof(f));
+    return static_cast<double>(f);
+  };
+  for (float v : x) {
+    const uint16_t r = kernels::bf16_round(v);
+    if (std::isinf(v) || v == 0.0f) {  // (the bit neighbours of +0 are not both numbers)
+      EXPECT_EQ(value(r), static_cast<double>(v));
+      continue;
+    }
+    const double below = value(static_cast<uint16_t>(r - 1));
+    const double above = value(static_cast<uint16_t>(r + 1));
+    const double err = std::abs(value(r) - v);
+    // No neighbour is closer (for a positive r: r - 1 and r + 1 are the neighbours by magnitude).
+    EXPECT_LE(err, std::abs(below - v)) << v;
+    EXPECT_LE(err, std::abs(above - v)) << v;
+    if (err == std::abs(below - v) || err == std::abs(above - v)) {
+      EXPECT_EQ(r & 1u, 0u) << "tie not to even: " << v;
+    }
+  }
+  EXPECT_EQ(kernels::bf16_round(1.0f + 1.0f / 256.0f), 0x3f80);
+  EXPECT_TRUE(std::isnan(value(kernels::bf16_round(std::numeric_limits<float>::quiet_NaN()))));
 }
 
 TEST_F(SharedMath, VocabRowOfASlice) {
