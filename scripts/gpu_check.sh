@@ -116,12 +116,15 @@ for name in example big; do
     tps[$backend]=$(tokens_per_second ${name}_$backend.json) || fail "no tokens/s in ${name}_$backend.json"
   done
   diff_line=$("$bin/score_diff" ${name}_cuda.h5 ${name}_cpu.h5 2>>"$log") || fail "score_diff $name: $diff_line"
-  dmax=${diff_line#max_abs_dlogprob=}
-  # fp32 on both sides with different summation orders: 1e-3 is far above rounding, far below a bug.
-  ok=$(python3 -c "print('true' if float('$dmax') <= 1e-3 else 'false')")
+  read -r dmax dmean ntok nover <<<"$(sed -E 's/[a-z_0-9.-]+=//g' <<<"$diff_line")"
+  # fp32 on both sides with different summation orders: 1e-3 is far above rounding and far below
+  # a bug. A router near-tie (two experts' logits within rounding) may pick another expert on
+  # one backend and move a few tokens further; up to 0.1% of the tokens past 1e-3 is reported
+  # as that, not as a disagreement.
+  ok=$(python3 -c "print('true' if $dmax <= 1e-3 or $nover * 1000 <= $ntok else 'false')")
   [[ $ok == true ]] || all_ok=0
-  say "$name: max |d logprob| cuda vs cpu $dmax ($([[ $ok == true ]] && echo ok || echo TOO LARGE)); tokens/s cuda ${tps[cuda]}, cpu ${tps[cpu]}"
-  cases_json+="${cases_json:+, }\"$name\": {\"max_abs_dlogprob\": $dmax, \"agree\": $ok, \"tokens_per_second\": {\"cuda\": ${tps[cuda]}, \"cpu\": ${tps[cpu]}}}"
+  say "$name: max |d logprob| cuda vs cpu $dmax, mean $dmean, $nover of $ntok tokens past 1e-3 ($([[ $ok == true ]] && echo ok || echo DISAGREE)); tokens/s cuda ${tps[cuda]}, cpu ${tps[cpu]}"
+  cases_json+="${cases_json:+, }\"$name\": {\"max_abs_dlogprob\": $dmax, \"mean_abs_dlogprob\": $dmean, \"tokens\": $ntok, \"tokens_past_1e-3\": $nover, \"agree\": $ok, \"tokens_per_second\": {\"cuda\": ${tps[cuda]}, \"cpu\": ${tps[cpu]}}}"
   unset tps
 done
 

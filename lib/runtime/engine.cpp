@@ -140,8 +140,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<Communicator> counts_comm;
   std::unique_ptr<AllToAll> alltoall;
   agree(world_comm, [&] {
-    tp_comm = make_backend_communicator(*backend, topology->tp_comm);
-    counts_comm = make_backend_communicator(*backend, world_comm);
+    if (topology->tp_size > 1) tp_comm = make_backend_communicator(*backend, topology->tp_comm);
+    if (ranks > 1) counts_comm = make_backend_communicator(*backend, world_comm);
     alltoall = make_backend_alltoall(*backend, alltoall_name(config.moe.alltoall), *topology);
   });
   std::unique_ptr<ResidentExpertStore> experts;

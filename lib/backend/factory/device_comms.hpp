@@ -24,7 +24,8 @@ std::unique_ptr<Communicator> make_backend_communicator(Backend& backend, MPI_Co
 
 // The payload all-to-all of the dispatcher for buffers of `backend` (names as make_alltoall).
 // cuda: "flat" runs as grouped ncclSend/ncclRecv over the world; "hierarchical" is refused with
-// a message naming "flat", until the all-to-all variants run over Communicator. Collective.
+// a message naming "flat", until the all-to-all variants run over Communicator. On one rank
+// (nothing to exchange) the MPI variant is returned for any backend. Collective.
 std::unique_ptr<AllToAll> make_backend_alltoall(Backend& backend, const std::string& name, const Topology& topology);
 
 }  // namespace moe

@@ -42,9 +42,10 @@ std::unique_ptr<Communicator> make_backend_communicator(Backend& backend, MPI_Co
 
 std::unique_ptr<AllToAll> make_backend_alltoall(Backend& backend, const std::string& name, const Topology& topology) {
 #if MOE_HAVE_CUDA
-  if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) {
-    // One rank exchanges nothing (the local dispatcher runs), so every name is accepted there.
-    MOE_CHECK(name == "flat" || topology.world_size == 1,
+  // One rank exchanges nothing (the local dispatcher runs): no NCCL communicator is made for it.
+  auto* cuda = topology.world_size > 1 ? dynamic_cast<CudaBackend*>(&backend) : nullptr;
+  if (cuda) {
+    MOE_CHECK(name == "flat",
               "moe.alltoall: '{}' is not built for backend cuda yet (its exchange runs over MPI on host memory); "
               "use moe.alltoall=flat",
               name);
