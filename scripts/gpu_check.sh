@@ -74,7 +74,7 @@ jobs=$(nproc)
 step 240 "configure and build (sm_$arch, $jobs jobs)" bash -c "
   cmake -S '$root' -B '$build' -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER='$nvcc' \
         -DCMAKE_CUDA_ARCHITECTURES=$arch &&
-  cmake --build '$build' -j $jobs --target moe-score moe-synth score_diff cuda_backend_test nccl_communicator_test score_cuda_test" ||
+  cmake --build '$build' -j $jobs --target moe-score moe-synth score_diff cuda_backend_test nccl_communicator_test score_cuda_test pinned_expert_tier_test" ||
   fail "configure or build (see $log)"
 
 source scripts/mpi_env.sh
