@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The first check of the GPU path on a machine with one NVIDIA GPU and the CUDA toolkit:
 #   scripts/gpu_check.sh OUT_DIR
-# Detects the GPU (nvidia-smi), configures a build for that GPU's architecture only (build-gpu/),
+# Detects the GPU (nvidia-smi), installs the Debian packages if missing (scripts/setup.sh),
+# configures a build for that GPU's architecture only (build-gpu/),
 # builds, runs `ctest -L gpu`, then scores the built-in example (mixtral-tiny) and an 8-layer
 # d 1024 model (mixtral-small with 8 layers) on one rank with backend cuda and backend cpu, and
 # prints max |d logprob| (cuda against cpu) and tokens/s of each. Writes OUT_DIR/gpu_check.log
@@ -67,6 +68,11 @@ say "gpu_check: $gpu_name, compute capability $compute_cap (sm_$arch), $gpu_memo
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 [[ -x $nvcc ]] || fail "no nvcc (the CUDA toolkit) on PATH or in /usr/local/cuda/bin"
 say "gpu_check: $("$nvcc" --version | tail -n 1)"
+
+# --- the build's packages (a no-op when present; on a machine without Debian, cmake says what is missing) ---
+if command -v dpkg-query >/dev/null; then
+  step 200 "Debian packages (scripts/setup.sh)" bash scripts/setup.sh || fail "scripts/setup.sh (see $log)"
+fi
 
 # --- build for this GPU only ---
 build=$root/build-gpu
