@@ -78,8 +78,8 @@ class NcclCommunicator final : public Communicator {
       send_total = std::max(send_total, send_displs[p] + send_bytes[p]);
       recv_total = std::max(recv_total, recv_displs[p] + recv_bytes[p]);
     }
-    // Host arrays (the per-expert counts of the dispatcher's first phase): the exchange runs on
-    // device copies, and the call returns with the counts in host memory.
+    // Host arrays: the exchange runs on device copies, and the call returns with the result in
+    // host memory.
     const bool host = (send_total > 0 && !on_device(send)) || (recv_total > 0 && !on_device(recv));
     if (host) {
       char* stage = staging(send_total + recv_total);
@@ -202,30 +202,10 @@ class NcclCommunicator final : public Communicator {
   int size_ = 1;
 };
 
-class NcclFlatAllToAll final : public AllToAll {
- public:
-  NcclFlatAllToAll(MPI_Comm world, cudaStream_t stream) : comm_(world, stream) {}
-  std::string name() const override { return "flat"; }
-  void run(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs, void* recv,
-           const std::size_t* recv_bytes, const std::size_t* recv_displs) override {
-    const CommStats before = comm_.stats();
-    comm_.alltoallv(send, send_bytes, send_displs, recv, recv_bytes, recv_displs);
-    stats_.messages += comm_.stats().messages - before.messages;
-    stats_.bytes += comm_.stats().bytes - before.bytes;
-  }
-
- private:
-  NcclCommunicator comm_;
-};
-
 }  // namespace
 
 std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm comm, cudaStream_t stream) {
   return std::make_unique<NcclCommunicator>(comm, stream);
-}
-
-std::unique_ptr<AllToAll> make_nccl_flat_alltoall(MPI_Comm world, cudaStream_t stream) {
-  return std::make_unique<NcclFlatAllToAll>(world, stream);
 }
 
 }  // namespace moe

@@ -9,7 +9,7 @@
 // after them, and the next copy_to_host sees their result. barrier() alone waits on the stream.
 // Byte counts and displacements (alltoallv) are host arrays, read during the call.
 // Data buffers may be device memory (the usual case: no copy, the call returns at once) or host
-// memory (the dispatcher's per-expert counts, the LM head's per-slice logsumexps): host buffers
+// memory (the LM head's per-slice logsumexps under tp): host buffers
 // are staged through a device scratch buffer, and such a call returns with the result in host
 // memory (it synchronises the stream). These small host exchanges are the only host round trips.
 // Destroy the communicator before the backend whose stream it uses.
@@ -18,7 +18,6 @@
 
 #include <memory>
 
-#include "comm/alltoall.hpp"
 #include "comm/communicator.hpp"
 
 namespace moe {
@@ -27,10 +26,5 @@ namespace moe {
 // broadcasts it over MPI, then every rank joins with ncclCommInitRank on its current CUDA device
 // (construct the CudaBackend first: it makes its device current). One rank per GPU.
 std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm comm, cudaStream_t stream);
-
-// The dispatcher's payload all-to-all on device buffers: the flat exchange (one grouped
-// ncclSend/ncclRecv per peer with data) over its own NCCL communicator on `world`. Arrays are
-// indexed by rank of `world`; stats() counts as the MPI variant does (self-copies excluded).
-std::unique_ptr<AllToAll> make_nccl_flat_alltoall(MPI_Comm world, cudaStream_t stream);
 
 }  // namespace moe

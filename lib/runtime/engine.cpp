@@ -20,10 +20,13 @@
 #include "io/checkpoint.hpp"
 #include "io/result_writer.hpp"
 #include "io/token_dataset.hpp"
+#include "io/trace_writer.hpp"
 #include "model/transformer.hpp"
 #include "moe/alltoall_dispatcher.hpp"
+#include "moe/cache/cache_settings.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
+#include "moe/placement_file.hpp"
 #include "runtime/batch_schedule.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/progress.hpp"
@@ -123,7 +126,10 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
     backend = make_backend(config.backend, local_rank);
-    placement = std::make_unique<ExpertPlacement>(ckpt->config(), rank, ranks);
+    placement =
+        config.moe.placement.empty()
+            ? std::make_unique<ExpertPlacement>(ckpt->config(), ranks)
+            : std::make_unique<ExpertPlacement>(read_placement_file(config.moe.placement, ckpt->config(), ranks));
   });
   // Topology validates ranks_per_node and tp itself, on every rank alike.
   agree(world_comm, [&] {
@@ -131,18 +137,28 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
                                           static_cast<int>(config.parallel.tp));
   });
   const ModelConfig& model = ckpt->config();
+  agree(world_comm, [&] {
+    const ExpertCacheSettings cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum());
+    // The keys are checked above so that run files can be written for it; the store that honours
+    // them needs the pipeline's leases and lands with them (issue 10).
+    MOE_CHECK(!cache.bounded, "moe.expert_cache.slots: '{}': the bounded expert store is not built yet; use 'all'",
+              config.moe.expert_cache.slots);
+  });
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
   // Collectives on the backend's memory: MPI for cpu, NCCL on the backend's stream for cuda
   // (backend/factory/device_comms.hpp). `world` stays MPI for host-side control and the report.
+  // One rank exchanges nothing: its unused all-to-all stays on MPI (no NCCL set-up).
   std::unique_ptr<Communicator> tp_comm;
   std::unique_ptr<Communicator> counts_comm;
   std::unique_ptr<AllToAll> alltoall;
   agree(world_comm, [&] {
-    if (topology->tp_size > 1) tp_comm = make_backend_communicator(*backend, topology->tp_comm);
-    if (ranks > 1) counts_comm = make_backend_communicator(*backend, world_comm);
-    alltoall = make_backend_alltoall(*backend, alltoall_name(config.moe.alltoall), *topology);
+    const CommunicatorMaker make =
+        ranks > 1 ? backend_communicator_maker(*backend) : CommunicatorMaker(make_mpi_communicator);
+    if (topology->tp_size > 1) tp_comm = make(topology->tp_comm);
+    if (ranks > 1) counts_comm = make(world_comm);
+    alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend, make);
   });
   std::unique_ptr<ResidentExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
@@ -151,16 +167,19 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<Dispatcher> dispatcher;
   if (ranks == 1)
     dispatcher = std::make_unique<LocalDispatcher>(dispatch_ws);
-  else
-    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *counts_comm, *placement);
+  else {
+    std::vector<int> node_of(static_cast<std::size_t>(ranks));
+    for (int r = 0; r < ranks; ++r) node_of[static_cast<std::size_t>(r)] = topology->node_of(r);
+    dispatcher =
+        std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *counts_comm, *placement, std::move(node_of));
+  }
   {
     ScopedPhase phase(&times, "load");
     agree(world_comm, [&] {
       TransformerOptions options;
       options.gating = {config.moe.gating, config.moe.capacity_factor};
       options.tp = {topology->tp_size > 1 ? tp_comm.get() : nullptr, topology->tp_rank, topology->tp_size};
-      experts =
-          std::make_unique<ResidentExpertStore>(*ckpt, *backend, placement->local_ranges(), placement->ffn_ranges());
+      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, *placement, rank);
       transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, *dispatcher, expert_ws, options);
     });
   }
@@ -181,6 +200,15 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
         ckpt->fingerprint(), tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
     writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens, attrs, resume);
   });
+  std::unique_ptr<TraceWriter> trace;
+  if (config.moe.trace)
+    agree(world_comm, [&] {
+      trace = std::make_unique<TraceWriter>(writer->file(), model, *tokens, bsz, config.moe.trace_topk,
+                                            writer->resumed(), topology->tp_size > 1 ? tp_comm.get() : nullptr);
+    });
+  std::vector<TraceLayerBatch> trace_layers;
+  for (const MoeLayer* layer : transformer->moe_layers())
+    trace_layers.push_back({layer->layer(), &layer->last_counts(), &layer->last_topk_ids()});
   const BatchSchedule schedule(writer->journal(), dp);
   const int64_t num_steps = schedule.num_steps();
   // Sequences [first, end) of global batch b; b = -1 (an idle rank) is empty.
@@ -233,6 +261,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     {
       ScopedPhase phase(&times, "write");
       writer->write_batch(writes ? batch : no_batch, logprobs.data());
+      if (trace) trace->write_batch(b, batch.num_tokens(), trace_layers, writes);
       writer->mark_done(writes ? b : -1);  // the resume journal: durable after the results
     }
     // What the whole job has done: every group's batch of this step is complete.

@@ -1,7 +1,8 @@
 // moe-score with backend cuda against backend cpu on the same model and tokens, end to end
 // (engine, device selection, NCCL communicators, every kernel in a real forward pass): one rank
-// for each model family, and 2 ranks (one GPU each, flat all-to-all over NCCL, and tp 2) when the
-// node has two devices. Skips without a device. As written, this test has NOT yet run on a GPU.
+// for each model family, and 2 ranks (one GPU each; flat all-to-all, hierarchical over 2 simulated
+// nodes, and tp 2, all over NCCL) when the node has two devices. Skips without a device. As written, this test has NOT
+// yet run on a GPU.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -54,13 +55,13 @@ TEST_P(ScoreCuda, MatchesCpu) {
   EXPECT_LE(diff, kTolerance) << c.family << " on " << c.ranks << " rank(s)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, ScoreCuda,
-                         ::testing::Values(Case{"mixtral", 1, ""}, Case{"qwen2moe", 1, ""}, Case{"olmoe", 1, ""},
-                                           Case{"prmoe", 1, ""}, Case{"mixtral", 2, "moe:\n  alltoall: flat\n"},
-                                           Case{"qwen2moe", 2, "parallel:\n  tp: 2\nmoe:\n  alltoall: flat\n"}),
-                         [](const auto& info) {
-                           return info.param.family + "_" + std::to_string(info.param.ranks) + "ranks";
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Families, ScoreCuda,
+    ::testing::Values(Case{"mixtral", 1, ""}, Case{"qwen2moe", 1, ""}, Case{"olmoe", 1, ""}, Case{"prmoe", 1, ""},
+                      Case{"mixtral", 2, "moe:\n  alltoall: flat\n"},
+                      Case{"qwen2moe", 2, "parallel:\n  tp: 2\nmoe:\n  alltoall: flat\n"},
+                      Case{"prmoe", 2, "parallel:\n  ranks_per_node: 1\nmoe:\n  alltoall: hierarchical\n"}),
+    [](const auto& info) { return info.param.family + "_" + std::to_string(info.param.ranks) + "ranks"; });
 
 }  // namespace
 }  // namespace moe::test

@@ -1,18 +1,16 @@
 #pragma once
 // Communication for data in a backend's memory, chosen by the backend (defined beside
 // make_backend, above libmoe and cuda/, which alone knows every backend that was built):
-//   cpu:  MPI on host memory (make_mpi_communicator, make_alltoall): the CPU path as before;
-//   cuda: NCCL on the backend's stream (cuda/nccl_communicator.hpp); small host buffers (the
-//         per-expert counts, the LM head's per-slice logsumexps) are staged through the device.
+//   cpu:  MPI on host memory (make_mpi_communicator): the CPU path as before;
+//   cuda: NCCL on the backend's stream (cuda/nccl_communicator.hpp); small host buffers (the LM
+//         head's per-slice logsumexps under tp) are staged through the device.
 #include <mpi.h>
 
 #include <memory>
 #include <string>
 
 #include "backend/backend.hpp"
-#include "comm/alltoall.hpp"
 #include "comm/communicator.hpp"
-#include "comm/topology.hpp"
 
 namespace moe {
 
@@ -22,10 +20,7 @@ int node_local_rank(MPI_Comm comm);
 // A communicator over `comm` (which it duplicates) for buffers of `backend`. Collective.
 std::unique_ptr<Communicator> make_backend_communicator(Backend& backend, MPI_Comm comm);
 
-// The payload all-to-all of the dispatcher for buffers of `backend` (names as make_alltoall).
-// cuda: "flat" runs as grouped ncclSend/ncclRecv over the world; "hierarchical" is refused with
-// a message naming "flat", until the all-to-all variants run over Communicator. On one rank
-// (nothing to exchange) the MPI variant is returned for any backend. Collective.
-std::unique_ptr<AllToAll> make_backend_alltoall(Backend& backend, const std::string& name, const Topology& topology);
+// make_backend_communicator as a CommunicatorMaker (for make_alltoall and the engine).
+CommunicatorMaker backend_communicator_maker(Backend& backend);
 
 }  // namespace moe

@@ -40,20 +40,8 @@ std::unique_ptr<Communicator> make_backend_communicator(Backend& backend, MPI_Co
   return make_mpi_communicator(comm);
 }
 
-std::unique_ptr<AllToAll> make_backend_alltoall(Backend& backend, const std::string& name, const Topology& topology) {
-#if MOE_HAVE_CUDA
-  // One rank exchanges nothing (the local dispatcher runs): no NCCL communicator is made for it.
-  auto* cuda = topology.world_size > 1 ? dynamic_cast<CudaBackend*>(&backend) : nullptr;
-  if (cuda) {
-    MOE_CHECK(name == "flat",
-              "moe.alltoall: '{}' is not built for backend cuda yet (its exchange runs over MPI on host memory); "
-              "use moe.alltoall=flat",
-              name);
-    return make_nccl_flat_alltoall(topology.world_comm, cuda->stream());
-  }
-#endif
-  (void)backend;
-  return make_alltoall(name, topology);
+CommunicatorMaker backend_communicator_maker(Backend& backend) {
+  return [&backend](MPI_Comm comm) { return make_backend_communicator(backend, comm); };
 }
 
 }  // namespace moe
