@@ -1,6 +1,6 @@
 // moe-score with placement files and layouts it must refuse: a placement file that does not fit
 // the run stops the job before any heavy work with one line "moe-score: error: FILE: ...", printed
-// once; so does backend cuda on more than one rank (until the multi-rank GPU path is wired).
+// once; so does backend cuda on a machine without a device, on any number of ranks.
 // moe-place refuses what it cannot write.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
