@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "backend/backend.hpp"
+#include "backend/factory/device_comms.hpp"
 #include "comm/alltoall.hpp"
 #include "comm/communicator.hpp"
 #include "comm/topology.hpp"
@@ -117,18 +118,14 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Topology> topology;
   std::unique_ptr<ExpertPlacement> placement;
+  // A GPU run picks its device from the node-local rank (collective, so asked outside agree()).
+  const int local_rank = config.backend == "cpu" ? -1 : node_local_rank(world_comm);
   agree(world_comm, [&] {
     check_output_paths(config);
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
-    // The model's collectives and the all-to-all run on MPI communicators over host memory; a
-    // device backend needs the NCCL communicator wired into them first.
-    MOE_CHECK(config.backend != "cuda" || ranks == 1,
-              "backend 'cuda' runs on one rank only for now: the multi-rank GPU path (NCCL communicators in the "
-              "model and the all-to-all) is not wired yet; use backend 'cpu' for {} ranks",
-              ranks);
-    backend = make_backend(config.backend);
+    backend = make_backend(config.backend, local_rank);
     placement =
         config.moe.placement.empty()
             ? std::make_unique<ExpertPlacement>(ckpt->config(), ranks)
@@ -150,8 +147,19 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
-  std::unique_ptr<Communicator> tp_comm = make_mpi_communicator(topology->tp_comm);
-  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend);
+  // Collectives on the backend's memory: MPI for cpu, NCCL on the backend's stream for cuda
+  // (backend/factory/device_comms.hpp). `world` stays MPI for host-side control and the report.
+  // One rank exchanges nothing: its unused all-to-all stays on MPI (no NCCL set-up).
+  std::unique_ptr<Communicator> tp_comm;
+  std::unique_ptr<Communicator> counts_comm;
+  std::unique_ptr<AllToAll> alltoall;
+  agree(world_comm, [&] {
+    const CommunicatorMaker make =
+        ranks > 1 ? backend_communicator_maker(*backend) : CommunicatorMaker(make_mpi_communicator);
+    if (topology->tp_size > 1) tp_comm = make(topology->tp_comm);
+    if (ranks > 1) counts_comm = make(world_comm);
+    alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend, make);
+  });
   std::unique_ptr<ResidentExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
@@ -162,7 +170,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   else {
     std::vector<int> node_of(static_cast<std::size_t>(ranks));
     for (int r = 0; r < ranks; ++r) node_of[static_cast<std::size_t>(r)] = topology->node_of(r);
-    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement, std::move(node_of));
+    dispatcher =
+        std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *counts_comm, *placement, std::move(node_of));
   }
   {
     ScopedPhase phase(&times, "load");
