@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <filesystem>
 
 #include "core/error.hpp"
@@ -64,7 +65,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    // A bad command line is one line and exit code 1 (README "Outputs and exit codes").
+    std::fprintf(stderr, "moe-convert: error: %s (see moe-convert --help)\n", e.what());
+    return 1;
   }
   return moe::run_main("moe-convert", argc, argv, [&] {
     int size = 1;

@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "config/model_config.hpp"
 #include "core/error.hpp"
@@ -87,7 +88,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    // A bad command line is one line and exit code 1 (README "Outputs and exit codes").
+    std::fprintf(stderr, "moe-synth: error: %s (see moe-synth --help)\n", e.what());
+    return 1;
   }
   return moe::run_main("moe-synth", argc, argv, [&] {
     if (*model) {

@@ -190,6 +190,7 @@ DatasetInfo File::info(const std::string& dataset) const {
   MOE_CHECK(has(dataset), "{}: missing dataset '{}'", path_, dataset);
   Handle ds(H5Dopen2(id(), dataset.c_str(), H5P_DEFAULT));
   MOE_CHECK(ds, "{}: '{}' is not a dataset", path_, dataset);
+  check_storage(ds.get(), dataset);
   Handle space(MOE_H5_CHECK(H5Dget_space(ds.get())));
   const int rank = H5Sget_simple_extent_ndims(space.get());
   std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(rank, 0)));
@@ -218,11 +219,26 @@ DatasetInfo File::info(const std::string& dataset) const {
   return info;
 }
 
+void File::check_storage(hid_t ds, const std::string& dataset) const {
+  // Parallel HDF5 (MPI-IO) reads only data stored in the file itself: without this check a
+  // virtual or external dataset fails later with a bare "reading ... failed".
+  Handle dcpl(MOE_H5_CHECK(H5Dget_create_plist(ds)));
+  MOE_CHECK(H5Pget_layout(dcpl.get()) != H5D_VIRTUAL,
+            "{}: '{}' is an HDF5 virtual dataset (it maps data held in other files), which parallel HDF5 cannot "
+            "read; copy it into a plain dataset first (e.g. h5py: f2['{}'] = f['{}'][:])",
+            path_, dataset, dataset, dataset);
+  MOE_CHECK(H5Pget_external_count(dcpl.get()) == 0,
+            "{}: '{}' keeps its data in external raw files, which parallel HDF5 cannot read; copy it into a plain "
+            "dataset first",
+            path_, dataset);
+}
+
 template <typename T>
 void File::read(const std::string& dataset, const std::vector<int64_t>& offset, const std::vector<int64_t>& count,
                 T* out, bool collective) const {
   Handle ds(H5Dopen2(id(), dataset.c_str(), H5P_DEFAULT));
   MOE_CHECK(ds, "{}: missing dataset '{}'", path_, dataset);
+  check_storage(ds.get(), dataset);
   Handle space(MOE_H5_CHECK(H5Dget_space(ds.get())));
   select_box(space.get(), offset, count);
   Handle mem = memory_space(count);

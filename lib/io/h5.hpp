@@ -88,6 +88,9 @@ class File {
   void close();
 
  private:
+  // Refuses storage that parallel HDF5 cannot read (virtual and external datasets), by name.
+  void check_storage(hid_t ds, const std::string& dataset) const;
+
   std::string path_;
   Handle file_;
 };

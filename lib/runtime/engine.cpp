@@ -96,6 +96,7 @@ Outputs prepare_outputs(const RunConfig& config, const ScoringOptions& options, 
     report_others.emplace_back("output's partial file", partial_path(config.output));
     out.report = std::make_unique<StagedOutput>("report", config.report, OutputKind::report, report_others,
                                                 StagedOutput::Options{options.force, false});
+    if (!out.report->note().empty()) std::fprintf(log, "moe-score: %s\n", out.report->note().c_str());
   }
   return out;
 }
