@@ -43,9 +43,9 @@ moe::NamedPaths hf_inputs(const std::string& hf_dir) {
     const auto ends_with = [&](const std::string& tail) {
       return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
     };
-    if (ends_with(".json") || ends_with(".safetensors")) inputs.emplace_back("input " + name, e.path().string());
+    if (ends_with(".json") || ends_with(".safetensors")) inputs.emplace_back("HF_DIR/" + name, e.path().string());
   }
-  inputs.emplace_back("input config.json", (fs::path(hf_dir) / "config.json").string());
+  inputs.emplace_back("HF_DIR/config.json", (fs::path(hf_dir) / "config.json").string());
   return inputs;
 }
 

@@ -189,7 +189,7 @@ StagedOutput::StagedOutput(std::string key, std::string path, OutputKind kind, c
   for (const auto& [input_key, input] : inputs) {
     if (input.empty()) continue;
     for (const std::string* mine : {&path_, &partial_})
-      MOE_CHECK(!same_file(*mine, input), "{}: '{}' is the same file as the {} ({}), which it would overwrite", *mine,
+      MOE_CHECK(!same_file(*mine, input), "{}: '{}' is the same file as '{}' ({}), which it would overwrite", *mine,
                 key_, input_key, input);
   }
   check_folder(key_, path_);

@@ -74,14 +74,9 @@ struct Outputs {
 
 Outputs prepare_outputs(const RunConfig& config, const ScoringOptions& options, std::FILE* log) {
   namespace fs = std::filesystem;
-  const NamedPaths inputs = {{"model", config.model}, {"input", config.input}, {"run file", options.run_file}};
+  const NamedPaths inputs = {{"model", config.model}, {"input", config.input}, {"RUN.yaml", options.run_file}};
   Outputs out;
-  NamedPaths results_others = inputs;
-  if (!config.report.empty()) {
-    results_others.emplace_back("report", config.report);
-    results_others.emplace_back("report's partial file", partial_path(config.report));
-  }
-  out.results = std::make_unique<StagedOutput>("output", config.output, OutputKind::results, results_others,
+  out.results = std::make_unique<StagedOutput>("output", config.output, OutputKind::results, inputs,
                                                StagedOutput::Options{options.force, options.resume});
   out.results->keep_partial();
   if (options.resume && fs::exists(out.results->partial()))
@@ -91,9 +86,10 @@ Outputs prepare_outputs(const RunConfig& config, const ScoringOptions& options, 
   if (!out.results->note().empty() && out.mode != ResultsMode::continue_in_place)
     std::fprintf(log, "moe-score: %s\n", out.results->note().c_str());
   if (!config.report.empty()) {
+    // Also output and report must differ, and neither may be the other's partial file.
     NamedPaths report_others = inputs;
     report_others.emplace_back("output", config.output);
-    report_others.emplace_back("output's partial file", partial_path(config.output));
+    report_others.emplace_back("output.partial", partial_path(config.output));
     out.report = std::make_unique<StagedOutput>("report", config.report, OutputKind::report, report_others,
                                                 StagedOutput::Options{options.force, false});
     if (!out.report->note().empty()) std::fprintf(log, "moe-score: %s\n", out.report->note().c_str());

@@ -134,7 +134,7 @@ TEST_F(OutputSafety, ConversionRefusesItsOwnInputsAsOutput) {
     SCOPED_TRACE(out);
     const std::string before_config = bytes_of(hf + "/config.json");
     const std::string before_weights = bytes_of(hf + "/model.safetensors");
-    expect_refused(convert("hf " + out), "moe-convert", "is the same file as the input");
+    expect_refused(convert("hf " + out), "moe-convert", "is the same file as 'HF_DIR/");
     EXPECT_TRUE(bytes_of(hf + "/config.json") == before_config);
     EXPECT_TRUE(bytes_of(hf + "/model.safetensors") == before_weights);
   }
@@ -160,7 +160,7 @@ TEST_F(OutputSafety, SynthRefusesItsSpecAndUnrelatedFiles) {
   fs::create_symlink("spec.yaml", file("link.yaml"));
   for (const std::string out : {"spec.yaml", "sub/../spec.yaml", "link.yaml"}) {
     SCOPED_TRACE(out);
-    expect_refused(synth("model spec.yaml " + out), "moe-synth", "is the same file as the SPEC");
+    expect_refused(synth("model spec.yaml " + out), "moe-synth", "is the same file as 'SPEC'");
     EXPECT_TRUE(bytes_of(file("spec.yaml")) == spec);
   }
   std::ofstream(file("notes.txt")) << "my notes\n";
@@ -182,12 +182,13 @@ TEST_F(OutputSafety, OutputOrReportThatIsTheRunFileIsRefused) {
   for (const std::string key : {"output", "report"}) {
     for (const std::string path : {"run.yaml", "sub/../run.yaml", "link.yaml"}) {
       SCOPED_TRACE(key + "=" + path);
-      expect_refused(score("run.yaml --set " + key + "=" + path), "moe-score", "same file as the run file");
+      expect_refused(score("run.yaml --set " + key + "=" + path), "moe-score", "is the same file as 'RUN.yaml'");
       EXPECT_TRUE(bytes_of(run) == text);
     }
   }
-  expect_refused(score("run.yaml --set output=" + base("tokens.h5")), "moe-score", "same file as the input");
-  expect_refused(score("run.yaml --set report=scores.h5"), "moe-score", "is the same file as the report");
+  expect_refused(score("run.yaml --set output=" + base("tokens.h5")), "moe-score",
+                 "'output' is the same file as 'input'");
+  expect_refused(score("run.yaml --set report=scores.h5"), "moe-score", "'report' is the same file as 'output'");
 }
 
 // Finding: "a run that fails after creating its output has already truncated the previous results
