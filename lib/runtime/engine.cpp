@@ -79,6 +79,15 @@ Outputs prepare_outputs(const RunConfig& config, const ScoringOptions& options, 
   out.results = std::make_unique<StagedOutput>("output", config.output, OutputKind::results, inputs,
                                                StagedOutput::Options{options.force, options.resume});
   out.results->keep_partial();
+  // A run killed while it created the file's structure leaves a partial file with no journal:
+  // nothing in it to continue, so it is started afresh.
+  if (options.resume && fs::exists(out.results->partial()) &&
+      !is_output_of_kind(out.results->partial(), OutputKind::results)) {
+    std::error_code ec;
+    fs::remove(out.results->partial(), ec);
+    std::fprintf(log, "moe-score: %s held no complete results structure; starting afresh\n",
+                 out.results->partial().c_str());
+  }
   if (options.resume && fs::exists(out.results->partial()))
     out.mode = ResultsMode::continue_partial;
   else if (options.resume && fs::exists(config.output))
