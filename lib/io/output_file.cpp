@@ -23,7 +23,7 @@ namespace {
 
 // Written into a lock file we create: a file at PATH.lock without it is someone else's.
 const char kLockMarker[] = "moebatch output lock\n";
-// A run report is small; anything larger at the report's path is not one.
+// A run report or placement file is small; anything larger at its path is not one.
 constexpr std::uintmax_t kMaxReportBytes = 64u << 20;
 
 const char* kind_name(OutputKind kind) {
@@ -36,6 +36,8 @@ const char* kind_name(OutputKind kind) {
       return "moe-score results file";
     case OutputKind::report:
       return "moe-score run report";
+    case OutputKind::placement:
+      return "moe-place placement file";
   }
   return "output";
 }
@@ -55,16 +57,24 @@ bool is_h5_of_kind(const std::string& path, OutputKind kind) {
     case OutputKind::results:
       return file.has("batch_done") && file.read_attributes().count("model_checksum") == 1;
     case OutputKind::report:
+    case OutputKind::placement:
       return false;
   }
   return false;
 }
 
-bool is_report(const std::string& path) {
+// The JSON outputs: a run report carries moebatch_version, a placement file its format name.
+bool is_json_of_kind(const std::string& path, OutputKind kind) {
   if (fs::file_size(path) > kMaxReportBytes) return false;
   std::ifstream in(path);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  return j.is_object() && j.contains("moebatch_version");
+  if (!j.is_object()) return false;
+  if (kind == OutputKind::report) return j.contains("moebatch_version");
+  return j.value("format", std::string()) == "moebatch-placement";
+}
+
+bool is_json_kind(OutputKind kind) {
+  return kind == OutputKind::report || kind == OutputKind::placement;
 }
 
 // The folder must exist and be writable: the partial file and the lock are created there.
@@ -81,7 +91,7 @@ bool looks_like_partial(const std::string& path, OutputKind kind) {
   std::ifstream in(path, std::ios::binary);
   char first = 0;
   if (!in.get(first)) return true;  // empty
-  if (kind == OutputKind::report) return first == '{';
+  if (is_json_kind(kind)) return first == '{';
   return H5Fis_hdf5(path.c_str()) > 0;
 }
 
@@ -119,7 +129,7 @@ bool is_output_of_kind(const std::string& path, OutputKind kind) {
   try {
     std::error_code ec;
     if (!fs::is_regular_file(path, ec)) return false;
-    return kind == OutputKind::report ? is_report(path) : is_h5_of_kind(path, kind);
+    return is_json_kind(kind) ? is_json_of_kind(path, kind) : is_h5_of_kind(path, kind);
   } catch (const std::exception&) {
     return false;
   }

@@ -12,7 +12,7 @@
 namespace moe {
 
 // What an existing file at an output path must be for a run to replace it without --force.
-enum class OutputKind { checkpoint, tokens, results, report };
+enum class OutputKind { checkpoint, tokens, results, report, placement };
 
 // (what the path is, e.g. "model" or "HF_DIR/config.json"; the path)
 using NamedPaths = std::vector<std::pair<std::string, std::string>>;
@@ -25,7 +25,7 @@ std::string partial_path(const std::string& path);
 bool same_file(const std::string& a, const std::string& b);
 
 // True when `path` is an existing file of the given kind (a moebatch checkpoint, token dataset,
-// results file or run report). Never throws.
+// results file, run report or placement file). Never throws.
 bool is_output_of_kind(const std::string& path, OutputKind kind);
 
 // An exclusive lock on an output (flock on PATH.lock, created if missing and removed on release).

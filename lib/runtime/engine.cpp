@@ -74,7 +74,11 @@ struct Outputs {
 
 Outputs prepare_outputs(const RunConfig& config, const ScoringOptions& options, std::FILE* log) {
   namespace fs = std::filesystem;
-  const NamedPaths inputs = {{"model", config.model}, {"input", config.input}, {"RUN.yaml", options.run_file}};
+  const NamedPaths inputs = {{"model", config.model},
+                             {"input", config.input},
+                             {"RUN.yaml", options.run_file},
+                             {"moe.placement", config.moe.placement},
+                             {"moe.expert_cache.trace", config.moe.expert_cache.trace}};
   Outputs out;
   out.results = std::make_unique<StagedOutput>("output", config.output, OutputKind::results, inputs,
                                                StagedOutput::Options{options.force, options.resume});

@@ -173,6 +173,20 @@ TEST_F(OutputSafety, SynthRefusesItsSpecAndUnrelatedFiles) {
   EXPECT_EQ(read_array(file("notes.txt"), "lengths").values.size(), 3u);
 }
 
+// moe-place's placement file follows the same rules (its --model is its input).
+TEST_F(OutputSafety, PlacementFileRefusesItsModelAndUnrelatedFiles) {
+  const std::string place = program("moe-place") + " --world 2 --policy contiguous --model " + base("model.h5");
+  fs::copy_file(base("model.h5"), file("model.h5"));
+  expect_refused(in_dir(program("moe-place") + " --world 2 --policy contiguous --model model.h5 --out model.h5"),
+                 "moe-place", "is the same file as '--model'");
+  std::ofstream(file("notes.json")) << "{\"mine\": 1}\n";
+  expect_refused(in_dir(place + " --out notes.json"), "moe-place", "is not a moe-place placement file");
+  EXPECT_TRUE(bytes_of(file("notes.json")) == "{\"mine\": 1}\n");
+  ASSERT_EQ(in_dir(place + " --out p.json").exit_code, 0);
+  EXPECT_EQ(in_dir(place + " --out p.json").exit_code, 0) << "its own kind is replaced";
+  EXPECT_FALSE(fs::exists(file("p.json.partial")));
+}
+
 // Finding: "output or report equal to the run file overwrites the run file, exit 0".
 TEST_F(OutputSafety, OutputOrReportThatIsTheRunFileIsRefused) {
   const std::string run = run_file("scores.h5");
