@@ -4,13 +4,28 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <optional>
 
 #include "core/error.hpp"
 #include "core/exit.hpp"
 
 namespace moe {
+
+// Parses the command line. Returns the exit code to end with (--help and --version: 0; a bad
+// command line: one line "PROGRAM: error: ..." and 1), or nothing when the program goes on.
+inline std::optional<int> parse_command_line(CLI::App& app, const char* program, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    std::fprintf(stderr, "%s: error: %s (see %s --help)\n", program, e.what(), program);
+    return kErrorExitCode;
+  }
+  return std::nullopt;
+}
 
 // Runs body() between MPI_Init and MPI_Finalize. An error that every rank raised together
 // (validation, where ranks agree first) is printed once by rank 0 and all ranks exit 1; any other

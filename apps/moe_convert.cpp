@@ -62,14 +62,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bool force = false;
   app.add_flag("--force", force, "replace OUT even when it is not a moebatch checkpoint");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
-    // A bad command line is one line and exit code 1 (README "Outputs and exit codes").
-    std::fprintf(stderr, "moe-convert: error: %s (see moe-convert --help)\n", e.what());
-    return 1;
-  }
+  if (const auto code = moe::parse_command_line(app, "moe-convert", argc, argv)) return *code;
   return moe::run_main("moe-convert", argc, argv, [&] {
     int size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -31,14 +31,7 @@ int main(int argc, char** argv) {
   app.add_option("--out", out, "placement file to write (JSON)")->required();
   bool force = false;
   app.add_flag("--force", force, "replace --out even when it is not a placement file");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
-    // A bad command line is one line and exit code 1 (README "Outputs and exit codes").
-    std::fprintf(stderr, "moe-place: error: %s (see moe-place --help)\n", e.what());
-    return 1;
-  }
+  if (const auto code = moe::parse_command_line(app, "moe-place", argc, argv)) return *code;
 
   return moe::run_main("moe-place", argc, argv, [&] {
     MOE_CHECK(ranks_per_node >= 0 && (ranks_per_node == 0 || world % ranks_per_node == 0),

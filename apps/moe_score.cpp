@@ -37,14 +37,7 @@ int main(int argc, char** argv) {
       "journal, and exit code 75; run again with --resume to finish (docs/slurm.md).\n"
       "Outputs are written to OUTPUT.partial and renamed when complete; exit codes: 0 done, 1 error,\n"
       "74 writing an output failed, 75 stopped (README \"Outputs and exit codes\").");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
-    // A bad command line is one line and exit code 1, like every other bad input.
-    std::fprintf(stderr, "moe-score: error: %s (see moe-score --help)\n", e.what());
-    return 1;
-  }
+  if (const auto code = moe::parse_command_line(app, "moe-score", argc, argv)) return *code;
   return moe::run_main("moe-score", argc, argv, [&] {
     // First, so that a signal at any later point stops the run cleanly instead of killing it.
     moe::install_stop_handlers();

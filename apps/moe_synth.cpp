@@ -85,14 +85,7 @@ int main(int argc, char** argv) {
   bool force = false;
   for (CLI::App* sub : {model, tokens})
     sub->add_flag("--force", force, "replace OUT even when it is not a file of the kind this writes");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
-    // A bad command line is one line and exit code 1 (README "Outputs and exit codes").
-    std::fprintf(stderr, "moe-synth: error: %s (see moe-synth --help)\n", e.what());
-    return 1;
-  }
+  if (const auto code = moe::parse_command_line(app, "moe-synth", argc, argv)) return *code;
   return moe::run_main("moe-synth", argc, argv, [&] {
     if (*model) {
       const moe::ModelConfig config = load_spec(spec_path, overrides);
