@@ -166,8 +166,12 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const int64_t num_batches = (n + bsz - 1) / bsz;
   std::unique_ptr<ResultWriter> writer;
   agree(world_comm, [&] {
-    const ResultAttributes attrs{
-        ckpt->fingerprint(), tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
+    const ResultAttributes attrs{ckpt->model_checksum(world_comm),
+                                 tokens->checksum(),
+                                 config.effective_yaml,
+                                 run_fingerprint(config),
+                                 ranks,
+                                 bsz};
     writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens, attrs, resume);
   });
   const BatchSchedule schedule(writer->journal(), dp);

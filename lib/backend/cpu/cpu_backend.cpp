@@ -11,6 +11,7 @@
 #include <new>
 #include <vector>
 
+#include "backend/cpu/gemm.hpp"
 #include "backend/elementwise.hpp"
 #include "core/error.hpp"
 
@@ -26,16 +27,6 @@ const float* f32_row(const WeightView& w, int64_t row) {
 }
 const uint16_t* bf16_row(const WeightView& w, int64_t row) {
   return static_cast<const uint16_t*>(w.data) + row * w.stride;
-}
-
-// Widens rows [row_begin, row_begin + rows) of a bf16 weight into a dense f32 panel.
-void widen_bf16_rows(const WeightView& w, int64_t row_begin, int64_t rows, float* panel) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint16_t* src = bf16_row(w, row_begin + r);
-    float* dst = panel + r * w.cols;
-    for (int64_t c = 0; c < w.cols; ++c) dst[c] = bf16_to_float(src[c]);
-  }
 }
 
 }  // namespace
@@ -63,25 +54,15 @@ void CpuBackend::copy(void* dst, const void* src, std::size_t bytes) {
 
 void CpuBackend::linear(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
   if (m == 0 || w.rows == 0) return;
-  if (w.dtype == DType::f32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w.rows),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), static_cast<const float*>(w.data),
-                static_cast<int>(w.stride), beta, y, static_cast<int>(w.rows));
+  if (sizing_pass()) {
+    if (w.dtype == DType::bf16) cpu::prepare_bf16(m, w);
+    if (beta == 0.0f) std::memset(y, 0, sizeof(float) * static_cast<std::size_t>(m * w.rows));
     return;
   }
-  // bf16: widen a panel of rows at a time (about 4 MiB), then one sgemm per panel, so the
-  // accumulation is fp32 and the widened copy stays cache-sized. The panel buffer is reused
-  // across calls: after the first batch this path does not allocate.
-  thread_local std::vector<float> panel;
-  const int64_t panel_rows = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(w.cols, 1), 1, w.rows);
-  panel.resize(static_cast<std::size_t>(panel_rows * w.cols));
-  for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
-    const int64_t rows = std::min(panel_rows, w.rows - r0);
-    widen_bf16_rows(w, r0, rows, panel.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), panel.data(), static_cast<int>(w.cols),
-                beta, y + r0, static_cast<int>(w.rows));
-  }
+  if (w.dtype == DType::f32)
+    cpu::gemm_f32(x, m, w, y, beta);
+  else
+    cpu::gemm_bf16(x, m, w, y, beta);
 }
 
 void CpuBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
@@ -200,6 +181,10 @@ void CpuBackend::causal_attention(const float* q, const float* k, const float* v
   const auto kv_stride = static_cast<int>(kv_heads * head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   auto* scores = static_cast<float*>(scratch);
+  if (sizing_pass()) {
+    std::memset(out, 0, sizeof(float) * static_cast<std::size_t>(seq_offsets[num_seqs] * q_stride));
+    return;
+  }
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t begin = seq_offsets[s];
     const int64_t len = seq_offsets[s + 1] - begin;
@@ -293,6 +278,18 @@ void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& 
                                    const int32_t* targets, double* lse, float* target_logit, void* scratch) {
   float* logits = static_cast<float*>(scratch);
   const int64_t d = head.cols;
+  if (sizing_pass()) {
+    // The bf16 kernels of every tile shape (full and last, in rows and vocabulary) are made now.
+    for (const int64_t rows : {std::min(m, lm_head_tile_rows), m % lm_head_tile_rows})
+      for (const int64_t cols : {std::min(head.rows, lm_head_tile_vocab), head.rows % lm_head_tile_vocab}) {
+        WeightView tile = head;
+        tile.rows = cols;
+        if (head.dtype == DType::bf16) cpu::prepare_bf16(rows, tile);
+      }
+    std::fill(lse, lse + m, 0.0);
+    std::fill(target_logit, target_logit + m, 0.0f);
+    return;
+  }
   for (int64_t r0 = 0; r0 < m; r0 += lm_head_tile_rows) {
     const int64_t rows = std::min(lm_head_tile_rows, m - r0);
     for (int64_t i = 0; i < rows; ++i) {
