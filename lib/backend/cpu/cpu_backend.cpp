@@ -166,29 +166,35 @@ void CpuBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, i
 }
 
 std::size_t CpuBackend::attention_scratch_bytes(int64_t max_len) const {
-  return sizeof(float) * static_cast<std::size_t>(kAttentionTile) * static_cast<std::size_t>(max_len);
+  // One score block per OpenMP thread.
+  return sizeof(float) * static_cast<std::size_t>(kAttentionTile) * static_cast<std::size_t>(max_len) *
+         static_cast<std::size_t>(omp_get_max_threads());
 }
 
 // Per (sequence, head, tile of kAttentionTile queries): scores = Q_tile K^T over the keys the tile
-// can see (one sgemm), causal mask + softmax per row (OpenMP), out = P V (one sgemm). The
-// masked upper triangle of the diagonal block is computed and discarded: GEMM throughput beats
-// exact causal loops by far at these sizes. Scratch: one [tile, max_len] score block.
+// can see (one sgemm), causal mask + softmax per row, out = P V (one sgemm). The masked upper
+// triangle of the diagonal block is computed and discarded: GEMM throughput beats exact causal
+// loops by far at these sizes. The (sequence, head) pairs go to the OpenMP threads, each with its
+// own [tile, max_len] score block and single-threaded GEMMs: one parallel region per call, not
+// several per tile (a barrier per small GEMM costs more than the GEMM on a busy node).
 void CpuBackend::causal_attention(const float* q, const float* k, const float* v, float* out,
-                                  const int64_t* seq_offsets, int64_t num_seqs, int64_t /*max_len*/, int64_t heads,
+                                  const int64_t* seq_offsets, int64_t num_seqs, int64_t max_len, int64_t heads,
                                   int64_t kv_heads, int64_t head_dim, void* scratch) {
   const int64_t group = heads / kv_heads;
   const auto q_stride = static_cast<int>(heads * head_dim);
   const auto kv_stride = static_cast<int>(kv_heads * head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  auto* scores = static_cast<float*>(scratch);
   if (sizing_pass()) {
     std::memset(out, 0, sizeof(float) * static_cast<std::size_t>(seq_offsets[num_seqs] * q_stride));
     return;
   }
+  const int64_t block = kAttentionTile * max_len;
+#pragma omp parallel for collapse(2) schedule(dynamic)
   for (int64_t s = 0; s < num_seqs; ++s) {
-    const int64_t begin = seq_offsets[s];
-    const int64_t len = seq_offsets[s + 1] - begin;
     for (int64_t h = 0; h < heads; ++h) {
+      float* scores = static_cast<float*>(scratch) + omp_get_thread_num() * block;
+      const int64_t begin = seq_offsets[s];
+      const int64_t len = seq_offsets[s + 1] - begin;
       const float* kh = k + begin * kv_stride + (h / group) * head_dim;
       const float* vh = v + begin * kv_stride + (h / group) * head_dim;
       for (int64_t t0 = 0; t0 < len; t0 += kAttentionTile) {
@@ -199,7 +205,6 @@ void CpuBackend::causal_attention(const float* q, const float* k, const float* v
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys),
                     static_cast<int>(head_dim), scale, qt, q_stride, kh, kv_stride, 0.0f, scores,
                     static_cast<int>(keys));
-#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < rows; ++i) {
           float* row = scores + i * keys;
           const int64_t visible = t0 + i + 1;
