@@ -17,6 +17,7 @@
 #include "backend/cpu/gemm.hpp"
 #include "bench_alltoall.hpp"
 #include "bench_gating.hpp"
+#include "bench_model.hpp"
 #include "core/timer.hpp"
 #include "main_support.hpp"
 
@@ -50,7 +51,7 @@ double max_over_ranks(double v) {
   return v;
 }
 
-void bench_gemm(const std::string& backend_name, int reps, const std::string& command) {
+moe::GemmRates bench_gemm(const std::string& backend_name, int reps, const std::string& command) {
   auto backend = moe::make_backend(backend_name);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -100,6 +101,7 @@ void bench_gemm(const std::string& backend_name, int reps, const std::string& co
     }
   }
   if (rank == 0) fmt::print("PERFORMANCE gemm best_f32_gflops={:.1f} best_bf16_gflops={:.1f}\n", best, best_bf16);
+  return {best, best_bf16};
 }
 
 void bench_stream(int reps, const std::string& command) {
@@ -163,6 +165,14 @@ int main(int argc, char** argv) {
   gating_cmd->add_option("--ranks-per-node", gating.ranks_per_node, "simulated ranks per node (0: from shared memory)")
       ->capture_default_str();
   gating_cmd->add_option("--reps", gating.reps, "timed runs per configuration")->capture_default_str();
+  std::string run_file;
+  std::vector<std::string> overrides;
+  auto* model = app.add_subcommand(
+      "model",
+      "moe-bench gemm, then one moe-score run: FLOPs per token and each phase's GFLOP/s against the best GEMM");
+  model->add_option("RUN.yaml", run_file, "run file, as for moe-score (its output is written)")->required();
+  model->add_option("--set", overrides, "override a run-file key")->type_name("KEY=VALUE");
+  model->add_option("--reps", reps, "timed runs per GEMM shape")->capture_default_str();
   std::string command = "moe-bench";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
   try {
@@ -172,6 +182,7 @@ int main(int argc, char** argv) {
   }
   return moe::run_main("moe-bench", argc, argv, [&] {
     if (*gemm) bench_gemm(backend, reps, command);
+    if (*model) moe::bench_model(run_file, overrides, bench_gemm(backend, reps, command), command);
     if (*stream) bench_stream(reps, command);
     if (*alltoall) moe::bench_alltoall(a2a, command);
     if (*gating_cmd) moe::bench_gating(gating, command);
