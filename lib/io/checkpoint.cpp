@@ -105,7 +105,9 @@ std::vector<float> HostTensor::to_f32() const {
   return out;
 }
 
-CheckpointReader::CheckpointReader(const std::string& path, MPI_Comm comm) : file_(h5::File::open_read(path, comm)) {
+// POSIX reads: every rank reads its own boxes, independently (io/h5.hpp).
+CheckpointReader::CheckpointReader(const std::string& path, MPI_Comm /*comm*/)
+    : file_(h5::File::open_read_local(path)) {
   config_ = ModelConfig::from_attributes(file_.read_attributes("/"), path);
 }
 
