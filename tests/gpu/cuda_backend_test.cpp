@@ -62,6 +62,12 @@ std::vector<int32_t> random_ints(std::mt19937& rng, std::size_t n, int32_t lo, i
   return v;
 }
 
+// v rounded to bf16 values (kept as float).
+std::vector<float> bf16_values(std::vector<float> v) {
+  for (float& x : v) x = bf16_to_float(float_to_bf16(x));
+  return v;
+}
+
 std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   std::vector<uint16_t> out(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16(v[i]);
@@ -161,7 +167,9 @@ TEST_F(CudaBackendTest, MemoryCopiesAndAccounting) {
 void run_linear(Backend& cpu, CudaBackend& gpu, std::mt19937& rng, DType dtype, const std::string& what) {
   // A column slice of a wider matrix (stride > cols), odd sizes, both beta = 0 and beta != 0.
   const int64_t m = 37, rows = 70, cols = 53, stride = 61;
-  const auto x = random_floats(rng, m * cols);
+  // bf16 inputs: the CPU backend rounds activations to bf16 at a bf16 GEMM's input, which leaves
+  // bf16 values as they are, so both backends see the same products.
+  const auto x = bf16_values(random_floats(rng, m * cols));
   const auto w_f32 = random_floats(rng, rows * stride);
   const auto w_bf16 = to_bf16(w_f32);
   const void* w_host = dtype == DType::f32 ? static_cast<const void*>(w_f32.data()) : w_bf16.data();
@@ -199,7 +207,7 @@ TEST_F(CudaBackendTest, GroupedLinear) {
   const int64_t rows = 24, cols = 40, num_groups = 4;
   const std::vector<int64_t> offsets = {0, 5, 5, 17, 30};
   const int64_t m = offsets.back();
-  const auto x = random_floats(rng_, m * cols);
+  const auto x = bf16_values(random_floats(rng_, m * cols));  // as in run_linear
   std::vector<std::vector<float>> wf;
   std::vector<std::vector<uint16_t>> wb;
   std::vector<std::unique_ptr<DeviceArray<float>>> wf_dev;
@@ -465,7 +473,7 @@ void run_lm_head(CpuBackend& cpu, CudaBackend& gpu, std::mt19937& rng, DType dty
   // Two row tiles (256 + 44), two vocabulary tiles (4096 + 904), a slice starting at 1000 and
   // targets on both sides of it; rows strided (stride > d).
   const int64_t m = 300, d = 64, stride = 67, vocab = 5000, vocab_begin = 1000;
-  const auto h = random_floats(rng, m * d, -2.0f, 2.0f);
+  const auto h = bf16_values(random_floats(rng, m * d, -2.0f, 2.0f));  // as in run_linear
   const auto head_f32 = random_floats(rng, vocab * stride);
   const auto head_bf16 = to_bf16(head_f32);
   const auto targets = random_ints(rng, m, 0, 7000);
