@@ -20,6 +20,7 @@
 #include "bench_model.hpp"
 #include "core/timer.hpp"
 #include "main_support.hpp"
+#include "runtime/memory.hpp"
 
 extern "C" int openblas_get_num_threads(void);
 
@@ -132,6 +133,7 @@ void bench_stream(int reps, const std::string& command) {
 
 int main(int argc, char** argv) {
   moe::cpu::choose_blas_kernels(argv);  // first: it may restart the program with other GEMM kernels
+  moe::reuse_freed_memory();
   CLI::App app{"moe-bench: micro-benchmarks (GEMM rate, memory bandwidth, all-to-all) that set moe-score's floor.",
                "moe-bench"};
   app.require_subcommand(1);
