@@ -252,6 +252,34 @@ TEST_F(CpuBackendTest, LinearBf16AcrossSeveralBlocks) {
   }
 }
 
+// The sizing pass packs bf16 weights into oneDNN's layout (once); later products read the packed
+// copy, and freeing the buffer drops it, so new weights at the same address are not mistaken for
+// the old ones.
+TEST_F(CpuBackendTest, LinearBf16WithWeightsPackedBySizingPass) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t m = 70, in = 96, out = 64;
+  const auto x = random(static_cast<std::size_t>(m * in));
+  const Vec xs = to_double(bf16_rounded(x));
+  DeviceBuffer dx = upload(x);
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const auto full = random(static_cast<std::size_t>(out * in));
+    DeviceBuffer dw = upload(to_bf16(full));
+    DeviceBuffer dy = upload(std::vector<float>(static_cast<std::size_t>(m * out), kNaN));
+    const WeightView view{dw.data(), DType::bf16, out, in, in};
+    if (round == 0) {  // only the first weights are packed; the second reuse the freed address
+      backend_.set_sizing_pass(true);
+      backend_.linear(dx.as<float>(), m, view, dy.as<float>(), 0.0f);
+      backend_.set_sizing_pass(false);
+    }
+    backend_.linear(dx.as<float>(), m, view, dy.as<float>(), 0.0f);
+    const Vec w = to_double(bf16_rounded(full));
+    const Vec scale = ref::linear(abs_of(xs), abs_of(w), out, in);
+    expect_close(download<float>(dy, static_cast<std::size_t>(m * out)), ref::linear(xs, w, out, in), kRtol, 0.0,
+                 "linear bf16 packed", &scale);
+  }
+}
+
 TEST_F(CpuBackendTest, GroupedLinearSkipsEmptyGroups) {
   SCOPED_TRACE(seed_trace());
   const int64_t in = 53, out = 31;

@@ -35,40 +35,64 @@ void* CpuBackend::raw_alloc(std::size_t bytes) {
   const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   void* ptr = std::aligned_alloc(kAlignment, rounded);
   if (!ptr) fail("cpu backend: out of memory allocating {} bytes", bytes);
+  std::lock_guard<std::mutex> lock(sizes_mutex_);
+  sizes_[ptr] = bytes;
   return ptr;
 }
 
 void CpuBackend::raw_free(void* ptr) {
+  {
+    std::lock_guard<std::mutex> lock(sizes_mutex_);
+    const auto it = sizes_.find(ptr);
+    if (it != sizes_.end()) {
+      cpu::forget_bf16_weights(ptr, it->second);  // packed copies of weights in this buffer
+      sizes_.erase(it);
+    }
+  }
   std::free(ptr);
 }
 
+bool CpuBackend::owns(const void* ptr) {
+  std::lock_guard<std::mutex> lock(sizes_mutex_);
+  auto it = sizes_.upper_bound(const_cast<void*>(ptr));
+  if (it == sizes_.begin()) return false;
+  --it;
+  return static_cast<const char*>(ptr) < static_cast<const char*>(it->first) + it->second;
+}
+
 void CpuBackend::copy_to_device(void* dst, const void* host_src, std::size_t bytes) {
+  cpu::forget_bf16_weights(dst, bytes);  // new contents: no packed copy of the old ones
   if (bytes) std::memcpy(dst, host_src, bytes);
 }
 void CpuBackend::copy_to_host(void* host_dst, const void* src, std::size_t bytes) {
   if (bytes) std::memcpy(host_dst, src, bytes);
 }
 void CpuBackend::copy(void* dst, const void* src, std::size_t bytes) {
+  cpu::forget_bf16_weights(dst, bytes);
   if (bytes) std::memmove(dst, src, bytes);
 }
 
 void CpuBackend::linear(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
   if (m == 0 || w.rows == 0) return;
   if (sizing_pass()) {
-    if (w.dtype == DType::bf16) cpu::prepare_bf16(m, w);
+    if (w.dtype == DType::bf16) cpu::prepare_bf16(m, w, owns(w.data));
     if (beta == 0.0f) std::memset(y, 0, sizeof(float) * static_cast<std::size_t>(m * w.rows));
     return;
   }
   if (w.dtype == DType::f32)
     cpu::gemm_f32(x, m, w, y, beta);
   else
-    cpu::gemm_bf16(x, m, w, y, beta);
+    cpu::gemm_bf16(x, m, w, y, beta, owns(w.data));
 }
 
 void CpuBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
                                 float* y) {
   for (int64_t g = 0; g < num_groups; ++g) {
     const int64_t rows = offsets[g + 1] - offsets[g];
+    // The sizing pass sends every token to the lowest expert ids: the other experts' bf16
+    // weights are prepared (packed) here.
+    if (rows == 0 && sizing_pass() && weights[g].dtype == DType::bf16)
+      cpu::prepare_bf16(0, weights[g], owns(weights[g].data));
     if (rows == 0) continue;
     linear(x + offsets[g] * weights[g].cols, rows, weights[g], y + offsets[g] * weights[g].rows, 0.0f);
   }
@@ -284,12 +308,15 @@ void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& 
   float* logits = static_cast<float*>(scratch);
   const int64_t d = head.cols;
   if (sizing_pass()) {
-    // The bf16 kernels of every tile shape (full and last, in rows and vocabulary) are made now.
-    for (const int64_t rows : {std::min(m, lm_head_tile_rows), m % lm_head_tile_rows})
-      for (const int64_t cols : {std::min(head.rows, lm_head_tile_vocab), head.rows % lm_head_tile_vocab}) {
+    // The bf16 kernels and packed weights of every vocabulary tile, for full and last row tiles.
+    if (head.dtype == DType::bf16)
+      for (int64_t v0 = 0; v0 < head.rows; v0 += lm_head_tile_vocab) {
         WeightView tile = head;
-        tile.rows = cols;
-        if (head.dtype == DType::bf16) cpu::prepare_bf16(rows, tile);
+        tile.data =
+            static_cast<const char*>(head.data) + v0 * head.stride * static_cast<int64_t>(dtype_size(head.dtype));
+        tile.rows = std::min(lm_head_tile_vocab, head.rows - v0);
+        for (const int64_t rows : {std::min(m, lm_head_tile_rows), m % lm_head_tile_rows})
+          cpu::prepare_bf16(rows, tile, owns(tile.data));
       }
     std::fill(lse, lse + m, 0.0);
     std::fill(target_logit, target_logit + m, 0.0f);

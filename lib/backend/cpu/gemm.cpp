@@ -142,17 +142,20 @@ class Bf16Matmuls {
   struct Kernel {
     dnnl::matmul primitive;
     std::string impl;
+    dnnl::memory::desc weights;  // the layout the kernel reads its weights in
   };
-  // The kernel for a [rows, k] x [k, n] product whose weight rows are ldw apart; beta != 0
-  // adds beta * y (a sum post-op). Throws dnnl::error when oneDNN has no bf16 kernel here.
-  const Kernel& get(int64_t rows, int64_t n, int64_t k, int64_t ldw, float beta) {
+  // The kernel for a [rows, k] x [k, n] product whose weight rows are ldw apart (packed: in the
+  // layout oneDNN prefers, see pack()); beta != 0 adds beta * y (a sum post-op). Throws
+  // dnnl::error when oneDNN has no bf16 kernel here.
+  const Kernel& get(int64_t rows, int64_t n, int64_t k, int64_t ldw, float beta, bool packed) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto key = std::make_tuple(rows, n, k, ldw, beta);
+    const auto key = std::make_tuple(rows, n, k, packed ? 0 : ldw, beta);
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
     using dt = dnnl::memory::data_type;
     const dnnl::memory::desc src({rows, k}, dt::bf16, {k, 1});
-    const dnnl::memory::desc wei({k, n}, dt::bf16, {1, ldw});
+    const dnnl::memory::desc wei = packed ? dnnl::memory::desc({k, n}, dt::bf16, dnnl::memory::format_tag::any)
+                                          : dnnl::memory::desc({k, n}, dt::bf16, {1, ldw});
     const dnnl::memory::desc dst({rows, n}, dt::f32, {n, 1});
     dnnl::primitive_attr attr;
     if (beta != 0.0f) {
@@ -161,14 +164,52 @@ class Bf16Matmuls {
       attr.set_post_ops(ops);
     }
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, engine_);
-    return cache_.emplace(key, Kernel{dnnl::matmul(pd), pd.impl_info_str()}).first->second;
+    return cache_.emplace(key, Kernel{dnnl::matmul(pd), pd.impl_info_str(), pd.weights_desc()}).first->second;
+  }
+
+  // Packed copies of weights: oneDNN's AMX kernels read weights in a blocked layout and, given
+  // plain rows, reorder them on every call (most of the time at moe-score's shapes). Weights are
+  // packed once, when the caller says they stay unchanged until forget() covers them (the CPU
+  // backend: weights in its own buffers, forgotten when a buffer is freed or written). The
+  // copies double the memory of bf16 weights (to what f32 weights take).
+  void pack(const WeightView& w) {
+    const Kernel& kernel = get(kChunkRowsForPacking, w.rows, w.cols, w.stride, 0.0f, true);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (packs_.count(w.data)) return;
+    dnnl::memory plain({{w.cols, w.rows}, dnnl::memory::data_type::bf16, {1, w.stride}}, engine_,
+                       const_cast<void*>(w.data));
+    dnnl::memory packed(kernel.weights, engine_);
+    dnnl::stream stream(engine_);
+    dnnl::reorder(plain, packed).execute(stream, plain, packed);
+    stream.wait();
+    packs_.emplace(w.data, Pack{w.rows, w.cols, w.stride, packed});
+  }
+  // The packed copy of w when there is one in the layout `kernel` reads.
+  const dnnl::memory* packed(const WeightView& w, const dnnl::memory::desc& layout) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = packs_.find(w.data);
+    if (it == packs_.end() || it->second.n != w.rows || it->second.k != w.cols || it->second.ldw != w.stride ||
+        it->second.memory.get_desc() != layout)
+      return nullptr;
+    return &it->second.memory;
+  }
+  void forget(const void* begin, std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto* b = static_cast<const char*>(begin);
+    packs_.erase(packs_.lower_bound(b), packs_.lower_bound(b + bytes));
   }
   dnnl::engine& engine() { return engine_; }
+  static constexpr int64_t kChunkRowsForPacking = kChunkRows;
 
  private:
+  struct Pack {
+    int64_t n, k, ldw;
+    dnnl::memory memory;
+  };
   dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
   std::mutex mutex_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, float>, Kernel> cache_;
+  std::map<const void*, Pack, std::less<>> packs_;
 };
 
 Bf16Matmuls& bf16_matmuls() {
@@ -188,7 +229,7 @@ const uint16_t* round_rows_to_bf16(const float* x, int64_t m, int64_t k) {
   return out;
 }
 
-void onednn_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
+void onednn_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack) {
   const int64_t n = w.rows, k = w.cols;
   const uint16_t* xb = round_rows_to_bf16(x, m, k);
   thread_local dnnl::stream stream(bf16_matmuls().engine());
@@ -197,7 +238,10 @@ void onednn_bf16(const float* x, int64_t m, const WeightView& w, float* y, float
   for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
     const int64_t rows = std::min(kChunkRows, m - r0);
     const int64_t pad = rows == kChunkRows ? rows : padded_rows(rows);
-    const Bf16Matmuls::Kernel& kernel = bf16_matmuls().get(pad, n, k, w.stride, beta);
+    const Bf16Matmuls::Kernel& fast = bf16_matmuls().get(pad, n, k, w.stride, beta, true);
+    if (pack && r0 == 0) bf16_matmuls().pack(w);
+    const dnnl::memory* packed = bf16_matmuls().packed(w, fast.weights);
+    const Bf16Matmuls::Kernel& kernel = packed ? fast : bf16_matmuls().get(pad, n, k, w.stride, beta, false);
     float* out = y + r0 * n;
     if (pad != rows) {  // the padded remainder lands in a scratch block first
       tail.resize(static_cast<std::size_t>(pad * n));
@@ -206,9 +250,10 @@ void onednn_bf16(const float* x, int64_t m, const WeightView& w, float* y, float
     }
     dnnl::engine& engine = bf16_matmuls().engine();
     dnnl::memory src({{pad, k}, dt::bf16, {k, 1}}, engine, const_cast<uint16_t*>(xb + r0 * k));
-    dnnl::memory wei({{k, n}, dt::bf16, {1, w.stride}}, engine, const_cast<void*>(w.data));
+    dnnl::memory plain({{k, n}, dt::bf16, {1, w.stride}}, engine, const_cast<void*>(w.data));
     dnnl::memory dst({{pad, n}, dt::f32, {n, 1}}, engine, out);
-    kernel.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    kernel.primitive.execute(stream,
+                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed ? *packed : plain}, {DNNL_ARG_DST, dst}});
     stream.wait();
     if (pad != rows) std::memcpy(y + r0 * n, tail.data(), sizeof(float) * static_cast<std::size_t>(rows * n));
   }
@@ -216,7 +261,7 @@ void onednn_bf16(const float* x, int64_t m, const WeightView& w, float* y, float
 
 // The fallback: both operands widened to f32 (x after rounding to bf16), then sgemm; a panel of
 // weight rows (about 4 MiB) at a time so the widened copy stays cache-sized.
-void widened_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
+void widened_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool /*pack*/) {
   const int64_t k = w.cols;
   thread_local std::vector<float> xr, panel;
   xr.resize(static_cast<std::size_t>(m * k));
@@ -237,7 +282,7 @@ void widened_bf16(const float* x, int64_t m, const WeightView& w, float* y, floa
   }
 }
 
-using Bf16Fn = void (*)(const float*, int64_t, const WeightView&, float*, float);
+using Bf16Fn = void (*)(const float*, int64_t, const WeightView&, float*, float, bool);
 
 // A bf16 kernel against a double loop over the bf16-rounded operands, on a padded remainder
 // (45 rows), strided weights and both beta = 0 and beta = 1.
@@ -257,7 +302,7 @@ double bf16_self_check_error(Bf16Fn fn) {
   for (const float beta : {0.0f, 1.0f}) {
     std::vector<float> y = random_values(m * n, rng);
     const std::vector<double> y0(y.begin(), y.end());
-    fn(x.data(), m, view, y.data(), beta);
+    fn(x.data(), m, view, y.data(), beta, false);
     worst = std::max(worst, relative_error(xr, wf, m, n, k, ldw, y, y0, beta));
   }
   return worst;
@@ -289,7 +334,7 @@ Selected select_kernels() {
     const double error = bf16_self_check_error(onednn_bf16);
     if (error < kSelfCheckTolerance) {
       s.bf16 = onednn_bf16;
-      s.names.bf16 = "oneDNN " + bf16_matmuls().get(kChunkRows, 64, 64, 64, 0.0f).impl;
+      s.names.bf16 = "oneDNN " + bf16_matmuls().get(kChunkRows, 64, 64, 64, 0.0f, true).impl + ", packed weights";
       return s;
     }
     onednn_problem = fmt::format("oneDNN failed the self-check ({:.2g})", error);
@@ -358,16 +403,21 @@ void gemm_f32(const float* x, int64_t m, const WeightView& w, float* y, float be
               static_cast<int>(w.stride), beta, y, static_cast<int>(w.rows));
 }
 
-void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
-  selected().bf16(x, m, w, y, beta);
+void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack) {
+  selected().bf16(x, m, w, y, beta, pack);
 }
 
-void prepare_bf16(int64_t m, const WeightView& w) {
-  if (selected().bf16 != onednn_bf16 || m == 0 || w.rows == 0) return;
+void prepare_bf16(int64_t m, const WeightView& w, bool pack) {
+  if (selected().bf16 != onednn_bf16 || w.rows == 0) return;
+  if (pack) bf16_matmuls().pack(w);
   for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
     const int64_t rows = std::min(kChunkRows, m - r0);
-    bf16_matmuls().get(rows == kChunkRows ? rows : padded_rows(rows), w.rows, w.cols, w.stride, 0.0f);
+    bf16_matmuls().get(rows == kChunkRows ? rows : padded_rows(rows), w.rows, w.cols, w.stride, 0.0f, true);
   }
+}
+
+void forget_bf16_weights(const void* begin, std::size_t bytes) {
+  bf16_matmuls().forget(begin, bytes);
 }
 
 }  // namespace moe::cpu

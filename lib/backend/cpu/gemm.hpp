@@ -11,6 +11,7 @@
 //   only. Where oneDNN has no bf16 kernel (CPUs without AVX-512), or its self-check fails, a
 //   fallback widens both operands to f32 (exact: a bf16 x bf16 product fits in an f32) and runs
 //   sgemm: the same products, the same fp32 accumulation.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -43,8 +44,12 @@ const GemmKernels& gemm_kernels();
 // y[m, w.rows] = x[m, w.cols] . w^T + beta * y with f32 weights (sgemm).
 void gemm_f32(const float* x, int64_t m, const WeightView& w, float* y, float beta);
 // The same with bf16 weights: x rounded to bf16, bf16 x bf16 products, fp32 accumulation.
-void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta);
-// Prepares what gemm_bf16 needs for these shapes (kernels, buffers) without computing.
-void prepare_bf16(int64_t m, const WeightView& w);
+// pack: w stays unchanged until forget_bf16_weights() covers it, so a copy in oneDNN's blocked
+// layout is made at the first call and used by later ones (oneDNN otherwise reorders per call).
+void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack);
+// Prepares what gemm_bf16 needs for m rows of input and these weights without computing.
+void prepare_bf16(int64_t m, const WeightView& w, bool pack);
+// Drops the packed copies of weights in [begin, begin + bytes) (freed or overwritten).
+void forget_bf16_weights(const void* begin, std::size_t bytes);
 
 }  // namespace moe::cpu
