@@ -13,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "comm/alltoall.hpp"
 #include "comm/topology.hpp"
 #include "core/error.hpp"
@@ -52,8 +53,10 @@ void bench_alltoall(const AlltoallBenchOptions& opt, const std::string& command)
   const MPI_Comm world = topo->world_comm;
   const int n = topo->world_size, me = topo->world_rank;
   const auto peers = static_cast<std::size_t>(n);
+  // Host buffers: the CPU backend stages the hierarchical variant's blocks.
+  const std::unique_ptr<Backend> backend = make_backend("cpu");
   std::vector<std::unique_ptr<AllToAll>> variants;
-  for (const std::string& name : alltoall_names()) variants.push_back(make_alltoall(name, *topo));
+  for (const std::string& name : alltoall_names()) variants.push_back(make_alltoall(name, *topo, *backend));
 
   if (me == 0) {
     fmt::print("# {}\n", command);

@@ -71,7 +71,7 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
   const int rank = topology.world_rank, world = topology.world_size;
   auto backend = make_backend("cpu");
   auto world_comm = make_mpi_communicator(topology.world_comm);
-  auto alltoall = make_alltoall(o.alltoall, topology);
+  auto alltoall = make_alltoall(o.alltoall, topology, *backend);
   ModelConfig model;
   model.num_layers = 1;
   model.hidden_size = o.hidden;
@@ -79,10 +79,10 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
   model.top_k = o.top_k;
   model.activation = ActivationKind::swiglu;
   model.layer_num_experts = {o.experts};
-  const ExpertPlacement placement(model, rank, world);
-  const LayerPlacement& lp = placement.layer(0);
-  const int64_t local = lp.rank_count[rank];
-  const int64_t ffn = lp.ffn_end - lp.ffn_begin;
+  const ExpertPlacement placement(model, world);
+  const std::vector<LocalExpert>& mine = placement.local_experts(0, rank);
+  const auto local = static_cast<int64_t>(mine.size());
+  const int64_t ffn = mine.empty() ? o.ffn : mine[0].ffn();  // the contiguous default: one width per rank
   const int64_t d = o.hidden, t = o.tokens, k = o.top_k;
 
   std::mt19937_64 rng(1234 + static_cast<uint64_t>(rank));
@@ -129,7 +129,7 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
     factors.insert(factors.end(), o.capacity_factors.begin(), o.capacity_factors.end());
     for (const double factor : factors) {
       DispatchPlan plan;
-      std::vector<int64_t> offsets;
+      DispatchHandle handle;
       int64_t rows = 0;
       auto iteration = [&] {
         if (factor == 0.0)
@@ -137,15 +137,17 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
         else
           plan.build_static(routing.ids.data(), routing.weights.data(), t, k, o.experts,
                             static_capacity(t, k, o.experts, factor));
-        float* expert_rows = nullptr;
-        rows = dispatcher->dispatch(0, plan, x.as<float>(), d, expert_rows, offsets);
+        dispatcher->dispatch(0, plan, x.as<float>(), d, handle);
+        rows = handle.num_rows();
+        const float* expert_rows = handle.expert_rows;
+        const int64_t* offsets = handle.local_offsets.data();
         float* in = expert_ws.get<float>(0, static_cast<std::size_t>(rows * 2 * ffn));
         float* act = expert_ws.get<float>(1, static_cast<std::size_t>(rows * ffn));
         float* out = expert_ws.get<float>(2, static_cast<std::size_t>(rows * d));
-        backend->grouped_linear(expert_rows, offsets.data(), 2 * local, in_views.data(), in);
+        backend->grouped_linear(expert_rows, offsets, 2 * local, in_views.data(), in);
         backend->swiglu(in, act, rows, ffn);
-        backend->grouped_linear(act, offsets.data(), 2 * local, out_views.data(), out);
-        dispatcher->combine(0, plan, out, d, y.as<float>());
+        backend->grouped_linear(act, offsets, 2 * local, out_views.data(), out);
+        dispatcher->combine(handle, out, y.as<float>());
         backend->synchronize();
       };
       iteration();  // warm-up: sizes the workspaces

@@ -2,7 +2,9 @@
 // `gemm` (the backend's linear, the shape of the expert and LM-head GEMMs), `stream`
 // (memory bandwidth, which bounds weight-streaming phases) and `alltoall` (the expert-parallel
 // exchange, flat against hierarchical; bench_alltoall.cpp) and `gating` (static against dynamic
-// gating; bench_gating.cpp). Tables print max-over-ranks times
+// gating; bench_gating.cpp), `place` (expert placement planners on synthetic routing;
+// bench_place.cpp) and `cache` (expert-cache policies replayed on a routing trace;
+// bench_cache.cpp). Tables print max-over-ranks times
 // and a grep-able PERFORMANCE line, with the command line that produced them.
 #include <cblas.h>
 #include <fmt/format.h>
@@ -16,8 +18,10 @@
 #include "backend/backend.hpp"
 #include "backend/cpu/gemm.hpp"
 #include "bench_alltoall.hpp"
+#include "bench_cache.hpp"
 #include "bench_gating.hpp"
 #include "bench_model.hpp"
+#include "bench_place.hpp"
 #include "core/timer.hpp"
 #include "main_support.hpp"
 #include "runtime/memory.hpp"
@@ -167,6 +171,39 @@ int main(int argc, char** argv) {
   gating_cmd->add_option("--ranks-per-node", gating.ranks_per_node, "simulated ranks per node (0: from shared memory)")
       ->capture_default_str();
   gating_cmd->add_option("--reps", gating.reps, "timed runs per configuration")->capture_default_str();
+  moe::PlaceBenchOptions place;
+  auto* place_cmd = app.add_subcommand(
+      "place", "placement planners on synthetic Zipf routing: Max Load on held-out batches (the moe-place table)");
+  place_cmd->add_option("--experts", place.counts.experts, "experts in the layer")->capture_default_str();
+  place_cmd->add_option("--world", place.plan.world, "ranks")->capture_default_str();
+  place_cmd->add_option("--ranks-per-node", place.plan.ranks_per_node, "replicate: ranks per node (0: one node)")
+      ->capture_default_str();
+  place_cmd->add_option("--replicas", place.plan.replicas, "replicate: extra expert slots per rank")
+      ->capture_default_str();
+  place_cmd->add_option("--zipf", place.counts.zipf, "Zipf exponent of expert popularity")->capture_default_str();
+  place_cmd->add_option("--pairs", place.counts.correlated_pairs, "correlated pairs among the most popular experts")
+      ->capture_default_str();
+  place_cmd->add_option("--pair-spread", place.counts.pair_spread, "sigma of a pair's shared log-normal factor")
+      ->capture_default_str();
+  place_cmd->add_option("--batches", place.counts.batches, "batches (first half builds, second half tests)")
+      ->capture_default_str();
+  place_cmd->add_option("--rows", place.counts.rows_per_batch, "routed rows per batch (tokens x top-k)")
+      ->capture_default_str();
+  place_cmd->add_option("--seed", place.counts.seed, "random seed")->capture_default_str();
+  place_cmd->add_option("--loads", place.loads_json, "write per-rank rows of every policy here (JSON)");
+  moe::CacheBenchOptions cache;
+  auto* cache_cmd = app.add_subcommand(
+      "cache", "replay a routing trace through each expert-cache policy and size: miss rates and gap to Belady");
+  cache_cmd->add_option("--trace", cache.trace, "results file of moe-score with moe.trace: true")->required();
+  cache_cmd->add_option("--slots", cache.slots, "cache sizes per layer and rank: N experts or P% of them")
+      ->delimiter(',')
+      ->capture_default_str();
+  cache_cmd->add_option("--policies", cache.policies, "eviction policies (lifo, lru, belady)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cache_cmd->add_option("--ranks", cache.ranks, "expert-parallel ranks modelled (contiguous expert ranges)")
+      ->capture_default_str();
+  cache_cmd->add_option("--csv", cache.csv, "also write the table as CSV (scripts/plot_cache.py plots it)");
   std::string run_file;
   std::vector<std::string> overrides;
   auto* model = app.add_subcommand(
@@ -188,6 +225,8 @@ int main(int argc, char** argv) {
     if (*stream) bench_stream(reps, command);
     if (*alltoall) moe::bench_alltoall(a2a, command);
     if (*gating_cmd) moe::bench_gating(gating, command);
+    if (*place_cmd) moe::bench_place(place, command);
+    if (*cache_cmd) moe::bench_cache(cache, command);
     return 0;
   });
 }

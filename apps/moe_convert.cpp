@@ -3,11 +3,35 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 
 #include "core/error.hpp"
 #include "io/hf_import.hpp"
 #include "main_support.hpp"
 #include "runtime/memory.hpp"
+
+namespace {
+
+// The tokenizer travels with the model (moe-prepare reads it): copied to a temporary name and
+// renamed, so a reader never sees half a file. Returns the copy's path, or "" without a tokenizer.
+std::string copy_tokenizer(const std::string& hf_dir, const std::string& model_out) {
+  namespace fs = std::filesystem;
+  const fs::path source = fs::path(hf_dir) / "tokenizer.json";
+  if (!fs::exists(source)) return "";
+  const fs::path target = fs::absolute(model_out).parent_path() / "tokenizer.json";
+  if (fs::exists(target) && fs::equivalent(source, target)) return target.string();
+  const fs::path partial = target.string() + ".partial";
+  std::error_code ec;
+  fs::copy_file(source, partial, fs::copy_options::overwrite_existing, ec);
+  if (!ec) fs::rename(partial, target, ec);
+  if (ec) {
+    fs::remove(partial);
+    moe::fail("{}: cannot copy the tokenizer to {}: {}", source.string(), target.string(), ec.message());
+  }
+  return target.string();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"moe-convert: import a Hugging Face MoE checkpoint into moebatch's HDF5 format.", "moe-convert"};
@@ -34,6 +58,8 @@ int main(int argc, char** argv) {
         "peak RSS {:.1f} MB\n",
         s.architecture, s.config.num_layers, static_cast<double>(s.config.parameter_count()) / 1e6, s.num_tensors,
         static_cast<double>(s.input_bytes) / 1e6, out, dtype, static_cast<double>(moe::peak_rss_bytes()) / 1e6);
+    if (const std::string tokenizer = copy_tokenizer(hf_dir, out); !tokenizer.empty())
+      fmt::print("moe-convert: tokenizer.json -> {}\n", tokenizer);
     return 0;
   });
 }

@@ -50,6 +50,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   model->add_option("--router-scale", router_scale, "scale of the router weights (larger: more decisive routing)")
       ->capture_default_str();
+  moe::RoutingSpec routing;  // docs/workloads.md
+  model->add_option("--zipf", routing.zipf, "expert popularity skew: logit bias -zipf*ln(rank+1)")
+      ->capture_default_str();
+  model->add_option("--topics", routing.topics, "vocabulary topics (contiguous id ranges) with their own experts")
+      ->capture_default_str();
+  model->add_option("--topic-experts", routing.topic_experts, "experts each topic prefers (per MoE layer)")
+      ->capture_default_str();
+  model->add_option("--topic-boost", routing.topic_boost, "nats added to a topic's experts for its tokens")
+      ->capture_default_str();
+  model->add_option("--pair-boost", routing.pair_boost, "nats added to both experts of each token's expert pair")
+      ->capture_default_str();
   model->add_option("--set", overrides, "override a spec key, e.g. --set vocab_size=32000")->type_name("KEY=VALUE");
 
   auto* tokens = app.add_subcommand("tokens", "write a random token dataset");
@@ -63,6 +74,11 @@ int main(int argc, char** argv) {
   tokens->add_option("--max-len", spec.max_length, "longest sequence (and the padded width)")->capture_default_str();
   tokens->add_flag("--ragged", spec.ragged, "write flat tokens + offsets instead of padded tokens + lengths");
   tokens->add_option("--seed", spec.seed, "random seed")->capture_default_str();
+  tokens->add_option("--topics", spec.topics, "topic workload: the model's --topics (0: uniform ids)")
+      ->capture_default_str();
+  tokens->add_option("--topic-run", spec.topic_run, "consecutive sequences on one topic")->capture_default_str();
+  tokens->add_option("--topic-purity", spec.topic_purity, "share of a sequence's tokens from its topic's ids")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -73,7 +89,7 @@ int main(int argc, char** argv) {
     if (*model) {
       const moe::ModelConfig config = load_spec(spec_path, overrides);
       moe::write_random_model(config, model_out, model_seed, dtype == "bf16" ? moe::DType::bf16 : moe::DType::f32,
-                              router_scale);
+                              router_scale, routing);
       fmt::print("moe-synth: {} model, {} layers, {:.2f} M parameters ({}) -> {}\n", config.family, config.num_layers,
                  static_cast<double>(config.parameter_count()) / 1e6, dtype, model_out);
     } else {

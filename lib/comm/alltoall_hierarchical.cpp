@@ -1,5 +1,7 @@
 // Hierarchical all-to-all-v (DeepSpeed-MoE / Tutel 2D). Rank (n, l) = node n, local rank l.
-//   counts: MPI_Alltoall on the node of the per-node byte counts each local peer will forward;
+// Both stages are alltoallv calls on Communicators wrapping Topology's node and cross-node groups;
+// packing and unpacking are backend copies into backend staging buffers.
+//   counts: an all-to-all on the node of the per-node byte counts each local peer will forward;
 //   stage 1 (node comm):       (n, l) -> (n, l') one message: its blocks for (n', l') for every n',
 //                               ordered by n';
 //   reorder:                   group what arrived by destination node: for n', blocks from
@@ -7,9 +9,7 @@
 //   stage 2 (cross-node comm): (n, l') -> (n', l') one message: everything node n has for (n', l');
 //   unpack:                    the block from (n_s, l_s) goes to recv + recv_displs[world(n_s, l_s)].
 // Stage 2 sizes need no exchange: the receiver's recv_bytes already give them.
-#include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "comm/alltoall.hpp"
@@ -20,13 +20,9 @@ namespace moe {
 namespace {
 
 // Grows `buffer` to at least `bytes` (never shrinks, so steady-state calls do not allocate).
-std::byte* staging(std::vector<std::byte>& buffer, std::size_t bytes) {
-  if (buffer.size() < bytes) buffer.resize(bytes);
-  return buffer.data();
-}
-
-void copy_block(std::byte* to, const std::byte* from, std::size_t bytes) {
-  if (bytes > 0) std::memcpy(to, from, bytes);
+std::byte* staging(Backend& backend, DeviceBuffer& buffer, std::size_t bytes) {
+  if (buffer.bytes() < bytes) buffer = backend.alloc(bytes);
+  return buffer.as<std::byte>();
 }
 
 // Exclusive prefix sum of sizes into displs; returns the total.
@@ -41,10 +37,12 @@ std::size_t prefix(const std::vector<std::size_t>& sizes, std::vector<std::size_
 
 class HierarchicalAllToAll final : public AllToAll {
  public:
-  explicit HierarchicalAllToAll(const Topology& t)
-      : ranks_per_node_(static_cast<std::size_t>(t.ranks_per_node)), num_nodes_(static_cast<std::size_t>(t.num_nodes)) {
-    MOE_MPI_CHECK(MPI_Comm_dup(t.node_comm, &node_comm_));
-    MOE_MPI_CHECK(MPI_Comm_dup(t.cross_node_comm, &cross_comm_));
+  HierarchicalAllToAll(const Topology& t, Backend& backend, const CommunicatorMaker& make)
+      : backend_(backend),
+        ranks_per_node_(static_cast<std::size_t>(t.ranks_per_node)),
+        num_nodes_(static_cast<std::size_t>(t.num_nodes)),
+        node_comm_(make(t.node_comm)),
+        cross_comm_(make(t.cross_node_comm)) {
     const std::size_t r = ranks_per_node_, n = num_nodes_;
     world_of_.resize(r * n);
     for (std::size_t node = 0; node < n; ++node)
@@ -53,6 +51,10 @@ class HierarchicalAllToAll final : public AllToAll {
             static_cast<std::size_t>(t.world_rank_of(static_cast<int>(node), static_cast<int>(local)));
     counts_out_.resize(r * n);
     counts_in_.resize(r * n);
+    c_bytes_.assign(r, n * sizeof(uint64_t));
+    c_displs_.resize(r);
+    for (std::size_t l = 0; l < r; ++l) c_displs_[l] = l * n * sizeof(uint64_t);
+    counts_dev_ = backend.alloc(2 * r * n * sizeof(uint64_t));
     in_offset_.resize(r * n);
     s1_bytes_.resize(r);
     s1_displs_.resize(r);
@@ -62,14 +64,6 @@ class HierarchicalAllToAll final : public AllToAll {
     s2_displs_.resize(n);
     r2_bytes_.resize(n);
     r2_displs_.resize(n);
-    requests_.reserve(2 * std::max(r, n));
-  }
-  ~HierarchicalAllToAll() override {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (finalized) return;
-    MPI_Comm_free(&cross_comm_);
-    MPI_Comm_free(&node_comm_);
   }
 
   std::string name() const override { return "hierarchical"; }
@@ -84,8 +78,12 @@ class HierarchicalAllToAll final : public AllToAll {
     // counts_in_[l_s * n + n'] = bytes of (my node, l_s) for (n', my local rank).
     for (std::size_t lp = 0; lp < r; ++lp)
       for (std::size_t np = 0; np < n; ++np) counts_out_[lp * n + np] = send_bytes[world_of_[np * r + lp]];
-    MOE_MPI_CHECK(MPI_Alltoall(counts_out_.data(), static_cast<int>(n), MPI_UINT64_T, counts_in_.data(),
-                               static_cast<int>(n), MPI_UINT64_T, node_comm_));
+    // Through backend memory, as the communicator may only reach that; not counted in stats_.
+    auto* c_out = counts_dev_.as<uint64_t>();
+    auto* c_in = c_out + r * n;
+    backend_.copy_to_device(c_out, counts_out_.data(), r * n * sizeof(uint64_t));
+    node_comm_->alltoallv(c_out, c_bytes_.data(), c_displs_.data(), c_in, c_bytes_.data(), c_displs_.data());
+    backend_.copy_to_host(counts_in_.data(), c_in, r * n * sizeof(uint64_t));
 
     // Stage 1: pack by (l', n'), exchange inside the node.
     for (std::size_t lp = 0; lp < r; ++lp) {
@@ -97,16 +95,16 @@ class HierarchicalAllToAll final : public AllToAll {
       s1_bytes_[lp] = out;
       r1_bytes_[lp] = in;
     }
-    std::byte* s1 = staging(stage1_send_, prefix(s1_bytes_, s1_displs_));
-    std::byte* r1 = staging(stage1_recv_, prefix(r1_bytes_, r1_displs_));
+    std::byte* s1 = staging(backend_, stage1_send_, prefix(s1_bytes_, s1_displs_));
+    std::byte* r1 = staging(backend_, stage1_recv_, prefix(r1_bytes_, r1_displs_));
     for (std::size_t lp = 0, at = 0; lp < r; ++lp)
       for (std::size_t np = 0; np < n; ++np) {
         const std::size_t w = world_of_[np * r + lp];
         copy_block(s1 + at, send + send_displs[w], send_bytes[w]);
         at += send_bytes[w];
       }
-    detail::exchange_blocks(node_comm_, s1, s1_bytes_.data(), s1_displs_.data(), r1, r1_bytes_.data(),
-                            r1_displs_.data(), requests_, stats_);
+    detail::counted_alltoallv(*node_comm_, s1, s1_bytes_.data(), s1_displs_.data(), r1, r1_bytes_.data(),
+                              r1_displs_.data(), stats_);
 
     // Reorder by destination node: for n', the blocks of every local source l_s in order.
     for (std::size_t ls = 0; ls < r; ++ls)
@@ -123,8 +121,8 @@ class HierarchicalAllToAll final : public AllToAll {
       s2_bytes_[np] = out;
       r2_bytes_[np] = in;
     }
-    std::byte* s2 = staging(stage2_send_, prefix(s2_bytes_, s2_displs_));
-    std::byte* r2 = staging(stage2_recv_, prefix(r2_bytes_, r2_displs_));
+    std::byte* s2 = staging(backend_, stage2_send_, prefix(s2_bytes_, s2_displs_));
+    std::byte* r2 = staging(backend_, stage2_recv_, prefix(r2_bytes_, r2_displs_));
     for (std::size_t np = 0, at = 0; np < n; ++np)
       for (std::size_t ls = 0; ls < r; ++ls) {
         const std::size_t bytes = counts_in_[ls * n + np];
@@ -133,8 +131,8 @@ class HierarchicalAllToAll final : public AllToAll {
       }
 
     // Stage 2: across nodes between ranks of the same local index.
-    detail::exchange_blocks(cross_comm_, s2, s2_bytes_.data(), s2_displs_.data(), r2, r2_bytes_.data(),
-                            r2_displs_.data(), requests_, stats_);
+    detail::counted_alltoallv(*cross_comm_, s2, s2_bytes_.data(), s2_displs_.data(), r2, r2_bytes_.data(),
+                              r2_displs_.data(), stats_);
 
     // Unpack into the layout MPI_Alltoallv would give.
     for (std::size_t ns = 0, at = 0; ns < n; ++ns)
@@ -146,23 +144,31 @@ class HierarchicalAllToAll final : public AllToAll {
   }
 
  private:
+  // Packs and unpacks one block with a backend copy.
+  void copy_block(std::byte* to, const std::byte* from, std::size_t bytes) {
+    if (bytes > 0) backend_.copy(to, from, bytes);
+  }
+
+  Backend& backend_;
   std::size_t ranks_per_node_, num_nodes_;
-  MPI_Comm node_comm_ = MPI_COMM_NULL;
-  MPI_Comm cross_comm_ = MPI_COMM_NULL;
-  std::vector<std::size_t> world_of_;  // [node * ranks_per_node + local] -> world rank
-  // Reused across calls: counts and displacements, requests, staging buffers.
+  std::unique_ptr<Communicator> node_comm_;   // rank = local rank
+  std::unique_ptr<Communicator> cross_comm_;  // rank = node
+  std::vector<std::size_t> world_of_;         // [node * ranks_per_node + local] -> world rank
+  // Reused across calls: counts and displacements, staging buffers.
   std::vector<uint64_t> counts_out_, counts_in_;
+  std::vector<std::size_t> c_bytes_, c_displs_;
+  DeviceBuffer counts_dev_;  // [2, ranks_per_node * nodes]: counts out, counts in
   std::vector<std::size_t> in_offset_;
   std::vector<std::size_t> s1_bytes_, s1_displs_, r1_bytes_, r1_displs_;
   std::vector<std::size_t> s2_bytes_, s2_displs_, r2_bytes_, r2_displs_;
-  std::vector<MPI_Request> requests_;
-  std::vector<std::byte> stage1_send_, stage1_recv_, stage2_send_, stage2_recv_;
+  DeviceBuffer stage1_send_, stage1_recv_, stage2_send_, stage2_recv_;
 };
 
 }  // namespace
 
-std::unique_ptr<AllToAll> make_hierarchical_alltoall(const Topology& topology) {
-  return std::make_unique<HierarchicalAllToAll>(topology);
+std::unique_ptr<AllToAll> make_hierarchical_alltoall(const Topology& topology, Backend& backend,
+                                                     const CommunicatorMaker& make) {
+  return std::make_unique<HierarchicalAllToAll>(topology, backend, make);
 }
 
 }  // namespace moe

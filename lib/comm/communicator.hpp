@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -43,5 +44,9 @@ class Communicator {
 
 // Host-buffer communicator over an MPI communicator (which it duplicates and frees).
 std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm);
+
+// Wraps a group of ranks (given as an MPI communicator, e.g. one of Topology's) as a Communicator
+// of some backend: make_mpi_communicator for host memory; an NCCL maker for device memory.
+using CommunicatorMaker = std::function<std::unique_ptr<Communicator>(MPI_Comm)>;
 
 }  // namespace moe

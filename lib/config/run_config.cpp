@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -31,6 +32,13 @@ const std::set<std::string> kKnownKeys = {
     "moe.gating",
     "moe.capacity_factor",
     "moe.alltoall",
+    "moe.placement",
+    "moe.trace",
+    "moe.trace_topk",
+    "moe.expert_cache",
+    "moe.expert_cache.slots",
+    "moe.expert_cache.policy",
+    "moe.expert_cache.trace",
 };
 
 // A key that groups others ("parallel", "moe") must hold a mapping (or nothing), not a value.
@@ -104,6 +112,24 @@ T scalar(const YAML::Node& root, const std::string& key, const std::string& sour
 
 }  // namespace
 
+CacheSlots parse_cache_slots(const std::string& text, const std::string& what) {
+  const char* valid = "valid: all, a number of experts >= 1, or a percentage such as 25%";
+  if (text == "all") return {};
+  const bool percent = !text.empty() && text.back() == '%';
+  const std::string digits = percent ? text.substr(0, text.size() - 1) : text;
+  char* end = nullptr;
+  const double value = digits.empty() ? 0.0 : std::strtod(digits.c_str(), &end);
+  MOE_CHECK(!digits.empty() && end == digits.c_str() + digits.size() && std::isfinite(value), "{} is '{}' ({})", what,
+            text, valid);
+  if (percent) {
+    MOE_CHECK(value > 0 && value <= 100, "{} is '{}': a percentage must be in (0, 100]", what, text);
+    return {false, 0, value};
+  }
+  MOE_CHECK(value == std::floor(value) && value >= 1, "{} is '{}': at least 1 expert must be resident ({})", what, text,
+            valid);
+  return {false, static_cast<int64_t>(value), 0.0};
+}
+
 const char* gating_name(GatingKind g) {
   return g == GatingKind::dynamic ? "dynamic" : "static";
 }
@@ -166,6 +192,16 @@ RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& sour
   MOE_CHECK(a2a == "flat" || a2a == "hierarchical", "{}: 'moe.alltoall' is '{}' (valid: flat, hierarchical)", source,
             a2a);
   c.moe.alltoall = a2a == "flat" ? AllToAllKind::flat : AllToAllKind::hierarchical;
+  c.moe.placement = scalar<std::string>(root, "moe.placement", source, "");
+  c.moe.trace = scalar<bool>(root, "moe.trace", source, false);
+  c.moe.trace_topk = scalar<bool>(root, "moe.trace_topk", source, false);
+  MOE_CHECK(c.moe.trace || !c.moe.trace_topk, "{}: 'moe.trace_topk' needs 'moe.trace: true'", source);
+  auto& cache = c.moe.expert_cache;
+  cache.slots = scalar<std::string>(root, "moe.expert_cache.slots", source, cache.slots);
+  cache.policy = scalar<std::string>(root, "moe.expert_cache.policy", source, cache.policy);
+  cache.trace = scalar<std::string>(root, "moe.expert_cache.trace", source, "");
+  // The numbers are checked against the model's experts later (moe/cache/cache_settings.hpp).
+  parse_cache_slots(cache.slots, source + ": 'moe.expert_cache.slots'");
 
   YAML::Emitter out;
   out << root;

@@ -26,6 +26,14 @@ struct RunConfig {
     GatingKind gating = GatingKind::dynamic;
     double capacity_factor = 1.25;
     AllToAllKind alltoall = AllToAllKind::hierarchical;
+    std::string placement;  // "" = contiguous default; else a placement file (docs/formats.md)
+    bool trace = false;       // write the routing trace into the results file (docs/formats.md)
+    bool trace_topk = false;  // ... with every token's top-k expert ids
+    struct {
+      std::string slots = "all";    // experts resident per MoE layer per rank: all | N | P% of the layer's
+      std::string policy = "lifo";  // lifo | lru | belady
+      std::string trace;            // belady: a results file with the routing trace of the same input
+    } expert_cache;
   } moe;
   std::string effective_yaml;  // the run file after overrides, as YAML text (stored in results)
 
@@ -34,6 +42,15 @@ struct RunConfig {
   static RunConfig parse(const std::string& yaml_text, const std::string& source,
                          const std::vector<std::string>& overrides);
 };
+
+// moe.expert_cache.slots parsed: all, a count, or a percentage of each layer's experts.
+struct CacheSlots {
+  bool all = true;
+  int64_t count = 0;     // when > 0
+  double percent = 0.0;  // when count == 0 and !all
+};
+// Throws "<what> is '<text>': ..." unless text is all, an integer >= 1 or a percentage in (0, 100].
+CacheSlots parse_cache_slots(const std::string& text, const std::string& what);
 
 const char* gating_name(GatingKind g);
 const char* alltoall_name(AllToAllKind a);

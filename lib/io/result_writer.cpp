@@ -113,14 +113,16 @@ void ResultWriter::write_batch(const TokenBatch& batch, const float* token_logpr
     const int64_t begin = batch.seq_offsets[s];
     const int64_t length = batch.seq_offsets[s + 1] - begin;
     float* row = rows_.data() + (ragged_ ? begin : s * row_width);
+    // Position 0 has no prediction; positions before score_from are a window's context only.
+    const int64_t scored_from = std::max<int64_t>(1, batch.score_from.empty() ? 0 : batch.score_from[s]);
     double sum = 0.0;
     for (int64_t t = 0; t < length; ++t) {
-      row[t] = t == 0 ? nan : token_logprobs[begin + t];
-      if (t > 0) sum += token_logprobs[begin + t];
+      row[t] = t < scored_from ? nan : token_logprobs[begin + t];
+      if (t >= scored_from) sum += token_logprobs[begin + t];
     }
     for (int64_t t = length; t < row_width; ++t) row[t] = nan;
     seq_logprob_[s] = sum;
-    seq_tokens_[s] = std::max<int64_t>(length - 1, 0);
+    seq_tokens_[s] = std::max<int64_t>(length - scored_from, 0);
   }
   if (ragged_) {
     const int64_t first = count > 0 ? (*ragged_offsets_)[batch.first_seq] : 0;

@@ -35,6 +35,8 @@ class ResultWriter {
   // The resume journal as read at start: journal()[b] != 0 when global batch b is in the file.
   const std::vector<int32_t>& journal() const { return journal_; }
   bool resumed() const { return resumed_; }
+  // The open file, for what is written beside the results (the routing trace, io/trace_writer).
+  h5::File& file() { return file_; }
 
   // token_logprobs[i] is log p(ids[i] | earlier ids of its sequence) for the packed batch
   // (the entry of each sequence's first token is ignored: it is written as NaN).

@@ -1,6 +1,7 @@
 #include "io/token_dataset.hpp"
 
 #include <algorithm>
+#include <variant>
 
 #include "core/checksum.hpp"
 #include "core/error.hpp"
@@ -57,15 +58,44 @@ TokenDataset::TokenDataset(const std::string& path, MPI_Comm comm) : file_(h5::F
     fail("{}: dataset 'tokens' must be 2-D (padded, with 'lengths') or 1-D (ragged, with 'offsets'), got {}-D", path,
          tokens.shape.size());
   }
+  read_score_from();
+}
+
+void TokenDataset::read_score_from() {
+  if (!file_.has("score_from")) return;
+  const h5::DatasetInfo info = file_.info("score_from");
+  MOE_CHECK(info.kind == h5::ElementKind::i32 || info.kind == h5::ElementKind::i64,
+            "{}: dataset 'score_from' has type {}, expected int32", path(), info.type_name);
+  MOE_CHECK(info.shape == std::vector<int64_t>{num_seqs()}, "{}: dataset 'score_from' must have shape [{}]", path(),
+            num_seqs());
+  const std::vector<int64_t> from = file_.read_all<int64_t>("score_from");
+  score_from_.resize(from.size());
+  for (std::size_t n = 0; n < from.size(); ++n) {
+    MOE_CHECK(from[n] >= 0 && from[n] <= lengths_[n], "{}: score_from[{}] = {} is outside [0, {}] (the row's length)",
+              path(), n, from[n], lengths_[n]);
+    score_from_[n] = static_cast<int32_t>(from[n]);
+  }
 }
 
 void TokenDataset::validate(int64_t vocab_size, int64_t max_positions) {
+  // moe-prepare records its tokenizer's size: a larger one can emit ids the model does not have,
+  // even if this file happens to contain none of them.
+  const AttrMap attrs = file_.read_attributes();
+  if (const auto it = attrs.find("tokenizer_vocab_size"); it != attrs.end()) {
+    const auto* tokenizer_vocab = std::get_if<int64_t>(&it->second);
+    MOE_CHECK(tokenizer_vocab, "{}: attribute tokenizer_vocab_size is not an integer", path());
+    MOE_CHECK(*tokenizer_vocab <= vocab_size,
+              "{}: attribute tokenizer_vocab_size = {}: the tokenizer has more tokens than the model's vocab_size {}",
+              path(), *tokenizer_vocab, vocab_size);
+  }
   Fnv1a hash;
   for (std::size_t n = 0; n < lengths_.size(); ++n) {
     MOE_CHECK(lengths_[n] <= max_positions, "{}: sequence {} has length {}, longer than the model's max_positions {}",
               path(), n, lengths_[n], max_positions);
     hash.update_value(lengths_[n]);
   }
+  // score_from changes which results count, so it is part of the input's identity.
+  if (!score_from_.empty()) hash.update(score_from_.data(), sizeof(int32_t) * score_from_.size());
   auto check_ids = [&](const int32_t* ids, int64_t count, int64_t seq, int64_t pos0) {
     for (int64_t i = 0; i < count; ++i)
       MOE_CHECK(ids[i] >= 0 && ids[i] < vocab_size,
@@ -111,6 +141,10 @@ void TokenDataset::read(int64_t first, int64_t count, TokenBatch& batch) const {
   batch.seq_offsets[0] = 0;
   for (int64_t s = 0; s < count; ++s) batch.seq_offsets[s + 1] = batch.seq_offsets[s] + lengths_[first + s];
   batch.ids.resize(static_cast<std::size_t>(batch.seq_offsets[count]));
+  if (score_from_.empty())
+    batch.score_from.clear();
+  else
+    batch.score_from.assign(score_from_.begin() + first, score_from_.begin() + first + count);
   if (count == 0) return;
   if (ragged_) {
     file_.read<int32_t>("tokens", {starts_[first]}, {batch.seq_offsets[count]}, batch.ids.data());

@@ -1,7 +1,8 @@
 #pragma once
 // The token dataset: padded (tokens [N, S] + lengths [N]) or ragged (tokens [total] +
-// offsets [N+1]); see docs/formats.md. Sequence lengths are kept in memory (8 bytes per
-// sequence); token ids are read a batch at a time.
+// offsets [N+1]), optionally with score_from [N] (windows of long documents: positions before it
+// are context only); see docs/formats.md. Sequence lengths are kept in memory (8 bytes per
+// sequence, 4 more with score_from); token ids are read a batch at a time.
 #include <mpi.h>
 
 #include <cstdint>
@@ -19,6 +20,9 @@ struct TokenBatch {
   int64_t num_seqs = 0;
   std::vector<int32_t> ids;
   std::vector<int64_t> seq_offsets;
+  // Per sequence: the first position whose log-probability counts (earlier ones are context of a
+  // window); empty when the input has no score_from, which means 0 for every sequence.
+  std::vector<int32_t> score_from;
   int64_t num_tokens() const { return seq_offsets.empty() ? 0 : seq_offsets.back(); }
   int64_t max_length() const;
 };
@@ -36,7 +40,8 @@ class TokenDataset {
   const std::vector<int64_t>& ragged_offsets() const { return starts_; }
 
   // Reads every token once, before heavy work: ids must lie in [0, vocab_size) and lengths in
-  // [0, max_positions]. Also computes checksum(). Errors name the file, sequence and position.
+  // [0, max_positions], and a file written by moe-prepare must not come from a tokenizer with more
+  // tokens than vocab_size. Also computes checksum(). Errors name the file, sequence and position.
   void validate(int64_t vocab_size, int64_t max_positions);
   const std::string& checksum() const { return checksum_; }
 
@@ -44,12 +49,15 @@ class TokenDataset {
   void read(int64_t first, int64_t count, TokenBatch& batch) const;
 
  private:
+  void read_score_from();
+
   h5::File file_;
   bool ragged_ = false;
   int64_t width_ = 0;
   int64_t total_tokens_ = 0;
   std::vector<int64_t> lengths_;
-  std::vector<int64_t> starts_;  // ragged: offsets [N+1]
+  std::vector<int64_t> starts_;      // ragged: offsets [N+1]
+  std::vector<int32_t> score_from_;  // empty when the file has none
   std::string checksum_;
   mutable std::vector<int32_t> padded_rows_;  // staging for padded reads
 };

@@ -69,45 +69,85 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
       plan_.build_static(choice_.ids.data(), choice_.weights.data(), t, k, e,
                          static_capacity(t, k, e, gating_.capacity_factor));
   }
-  float* rows = nullptr;
-  int64_t num_rows = 0;
   {
     ScopedPhase phase(step.times, "moe.dispatch");
-    num_rows = dispatcher_.dispatch(layer_, plan_, x, d, rows, local_offsets_);
+    dispatcher_.layout(layer_, plan_, d, handle_);
+    dispatcher_.start_counts(handle_);
+    dispatcher_.wait_counts(handle_);
+    // The experts this rank needs for this batch are known: a store may start loading them.
+    experts_.prefetch(layer_, handle_.active_experts());
+    dispatcher_.start_payload(handle_, x);
+    dispatcher_.wait_payload(handle_);
   }
   float* expert_out = nullptr;
   {
     ScopedPhase phase(step.times, "moe.experts");
-    const int64_t first = experts_.first_expert(layer_);
-    const int64_t local = experts_.num_local_experts(layer_);
-    const int64_t ffn = experts_.local_ffn(layer_);
-    // Two GEMM groups per expert, its routed rows and its padding, with the same weights.
-    in_views_.resize(static_cast<std::size_t>(2 * local));
-    out_views_.resize(static_cast<std::size_t>(2 * local));
-    for (int64_t x_id = 0; x_id < local; ++x_id) {
-      if (local_offsets_[2 * x_id + 2] == local_offsets_[2 * x_id]) continue;  // idle experts are not touched
-      const ExpertWeights ew = experts_.acquire(layer_, first + x_id);
-      in_views_[2 * x_id] = in_views_[2 * x_id + 1] = ew.in;
-      out_views_[2 * x_id] = out_views_[2 * x_id + 1] = ew.out;
-    }
-    const int64_t in_rows = c.mlp_in_rows(ffn);
-    float* in = expert_ws_.get<float>(expert_slot::in, static_cast<std::size_t>(num_rows * in_rows));
-    float* act = c.activation == ActivationKind::swiglu
-                     ? expert_ws_.get<float>(expert_slot::act, static_cast<std::size_t>(num_rows * ffn))
-                     : in;
-    expert_out = expert_ws_.get<float>(expert_slot::out, static_cast<std::size_t>(num_rows * d));
-    be.grouped_linear(rows, local_offsets_.data(), 2 * local, in_views_.data(), in);
-    mlp_activation(be, c.activation, in, act, num_rows, ffn);
-    be.grouped_linear(act, local_offsets_.data(), 2 * local, out_views_.data(), expert_out);
+    expert_out = compute_experts(step);
   }
   {
     ScopedPhase phase(step.times, "moe.combine");
-    dispatcher_.combine(layer_, plan_, expert_out, d, y);
+    dispatcher_.start_combine(handle_, expert_out);
+    dispatcher_.wait_combine(handle_, y);
   }
   for (int64_t i = 0; i < e; ++i) stats_.expert_tokens[i] += plan_.counts[i];
   stats_.dropped += plan_.dropped;
   stats_.padded += plan_.padded;
-  stats_.rows_computed += num_rows;
+  stats_.rows_computed += handle_.num_rows();
+}
+
+float* MoeLayer::compute_experts(Step& step) {
+  const ModelConfig& c = step.config;
+  Backend& be = step.backend;
+  const int64_t d = c.hidden_size;
+  const int64_t num_rows = handle_.num_rows();
+  const std::vector<int64_t>& offsets = handle_.local_offsets;
+  const auto local = static_cast<int64_t>(handle_.local_experts.size());
+  // Lease every active local expert; the leases are held until the GEMMs are done. Two GEMM
+  // groups per expert, its routed rows and its padding, with the same weights.
+  leases_.clear();
+  in_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
+  out_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
+  std::vector<int64_t>& ffn = ffn_;
+  ffn.assign(static_cast<std::size_t>(local), 0);
+  int64_t widest = 0;
+  for (int64_t x = 0; x < local; ++x) {
+    if (offsets[2 * x + 2] == offsets[2 * x]) continue;  // idle experts are not leased
+    ExpertLease& lease = leases_.emplace_back(experts_.lease(layer_, handle_.local_experts[x]));
+    in_views_[2 * x] = in_views_[2 * x + 1] = lease.weights().in;
+    out_views_[2 * x] = out_views_[2 * x + 1] = lease.weights().out;
+    ffn[x] = lease.weights().ffn();
+    widest = std::max(widest, ffn[x]);
+  }
+  float* in = expert_ws_.get<float>(expert_slot::in, static_cast<std::size_t>(num_rows * c.mlp_in_rows(widest)));
+  float* act = c.activation == ActivationKind::swiglu
+                   ? expert_ws_.get<float>(expert_slot::act, static_cast<std::size_t>(num_rows * widest))
+                   : in;
+  float* out = expert_ws_.get<float>(expert_slot::out, static_cast<std::size_t>(num_rows * d));
+  // Experts of one FFN width are consecutive (placement.hpp's compute order); idle experts join
+  // any run. Each run is one grouped GEMM in, the activation, one grouped GEMM out.
+  for (int64_t first = 0; first < local;) {
+    int64_t width = 0, end = first;
+    for (; end < local; ++end) {
+      if (ffn[end] == 0) continue;
+      if (width != 0 && ffn[end] != width) break;
+      width = ffn[end];
+    }
+    const int64_t g0 = 2 * first, groups = 2 * (end - first);
+    const int64_t r0 = offsets[g0], rows = offsets[g0 + groups] - r0;
+    if (rows > 0) {
+      float* run_in = in + r0 * c.mlp_in_rows(width);
+      float* run_act = c.activation == ActivationKind::swiglu ? act + r0 * width : run_in;
+      // grouped_linear addresses group g at offsets[g] * (its row width): offsets relative to the run.
+      run_offsets_.resize(static_cast<std::size_t>(groups + 1));
+      for (int64_t g = 0; g <= groups; ++g) run_offsets_[g] = offsets[g0 + g] - r0;
+      be.grouped_linear(handle_.expert_rows + r0 * d, run_offsets_.data(), groups, in_views_.data() + g0, run_in);
+      mlp_activation(be, c.activation, run_in, run_act, rows, width);
+      be.grouped_linear(run_act, run_offsets_.data(), groups, out_views_.data() + g0, out + r0 * d);
+    }
+    first = end;
+  }
+  leases_.clear();  // released: a cache may evict them now
+  return out;
 }
 
 void MoeLayer::shared_forward(Step& step, const LayerWeights& weights, const float* x, float* h) {

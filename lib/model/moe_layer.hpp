@@ -1,7 +1,8 @@
 #pragma once
 // One MoE layer as route -> plan -> dispatch -> experts -> combine, plus the always-on
-// shared/residual MLP. Each part is swappable: the gating policy picks the plan, the
-// Dispatcher moves rows, the ExpertStore supplies weights.
+// shared/residual MLP (docs/architecture.md, "One MoE layer"). Each part is swappable: the gating
+// policy picks the plan, the Dispatcher moves rows in phases with a DispatchHandle, the
+// ExpertStore leases weights (told after the count exchange which experts will be leased).
 #include <cstdint>
 #include <vector>
 
@@ -21,7 +22,7 @@ struct MoeLayerStats {
   std::vector<int64_t> expert_tokens;  // routed rows per expert
   int64_t dropped = 0;
   int64_t padded = 0;
-  int64_t rows_computed = 0;
+  int64_t rows_computed = 0;       // rows this rank's experts computed (routed and padding)
   uint64_t alltoall_messages = 0;  // payload messages this rank sent (dispatch + combine)
   uint64_t alltoall_bytes = 0;
 };
@@ -41,6 +42,11 @@ class MoeLayer {
   // group's tokens, and an all-gather over tp rebuilds h for all of them.
   void forward(Step& step, const LayerWeights& weights, float* h);
   const MoeLayerStats& stats() const { return stats_; }
+  // The last batch's routing on this rank (its block of the tokens when tp > 1), for the trace:
+  // routed rows per expert [E] and the top-k expert ids [tokens, k].
+  int64_t layer() const { return layer_; }
+  const std::vector<int64_t>& last_counts() const { return plan_.counts; }
+  const std::vector<int32_t>& last_topk_ids() const { return choice_.ids; }
   // Counts start at zero for every expert, so ranks that never ran a batch report the same shape.
   void reset_stats() {
     stats_ = MoeLayerStats{layer_, std::vector<int64_t>(static_cast<std::size_t>(num_experts_), 0), 0, 0, 0, 0, 0};
@@ -55,13 +61,19 @@ class MoeLayer {
   Workspace& expert_ws_;  // expert activations [rows, ...]
   RouterChoice choice_;
   DispatchPlan plan_;
-  std::vector<int64_t> local_offsets_;
+  DispatchHandle handle_;
+  std::vector<ExpertLease> leases_;
   std::vector<WeightView> in_views_;
   std::vector<WeightView> out_views_;
+  std::vector<int64_t> ffn_;          // [local experts] FFN width of each leased expert (0: idle)
+  std::vector<int64_t> run_offsets_;  // row offsets of one run of equal-width experts
   MoeLayerStats stats_;
 
   // Routes, dispatches, computes and combines tokens [0, t) of x into y.
   void experts_forward(Step& step, const LayerWeights& weights, const float* x, int64_t t, float* y);
+  // expert_out [rows, d] = the local experts' MLPs of handle_.expert_rows, one grouped GEMM per
+  // FFN width (one in all but hand-made placements); returns expert_out.
+  float* compute_experts(Step& step);
   void shared_forward(Step& step, const LayerWeights& weights, const float* x, float* h);
 };
 

@@ -177,4 +177,11 @@ std::vector<MoeLayerStats> Transformer::moe_stats() const {
   return out;
 }
 
+std::vector<const MoeLayer*> Transformer::moe_layers() const {
+  std::vector<const MoeLayer*> out;
+  for (const auto& layer : moe_layers_)
+    if (layer) out.push_back(layer.get());
+  return out;
+}
+
 }  // namespace moe

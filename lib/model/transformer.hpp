@@ -35,6 +35,7 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
   std::vector<MoeLayerStats> moe_stats() const;
+  std::vector<const MoeLayer*> moe_layers() const;  // in layer order, dense layers skipped
   Workspace& workspace() { return ws_; }
   const Workspace& workspace() const { return ws_; }
 

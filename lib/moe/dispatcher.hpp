@@ -1,9 +1,22 @@
 #pragma once
-// The token dispatcher: moves each routed row of x to the rank that holds its expert
-// (dispatch) and brings the expert outputs back, weighted, into token order (combine).
-// Variants differ only in how rows travel; each lives in its own file behind this interface.
+// The token dispatcher: moves each routed row of x to the ranks that compute its expert and brings
+// the expert outputs back, weighted, into token order. It runs in phases, so that other work can
+// sit between them (DeepEP's dispatch/combine with a handle, Megatron-Core's token dispatcher):
+//
+//   layout         send lists from the plan and the placement table
+//   counts         start / wait: per-expert row counts travel; afterwards the handle knows the
+//                  local experts in compute order, their row ranges and which are active (the
+//                  point where an ExpertStore may prefetch)
+//   payload        start / wait: the rows travel; afterwards handle.expert_rows holds them
+//   (experts)      the caller computes expert_out [num_rows, d] from expert_rows
+//   combine        start / wait: outputs travel back and are scatter-added, weighted, into y
+//
+// Everything that combine needs from dispatch lives in the DispatchHandle; a dispatcher keeps no
+// per-call state of its own. One handle may be in flight per dispatcher at a time (its device
+// buffers are the dispatcher's workspace slots). A start may block and its wait then only finish
+// host bookkeeping; the interface allows a real non-blocking start. Variants differ only in how
+// rows travel; each lives in its own file behind this interface.
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,25 +26,73 @@
 
 namespace moe {
 
+struct DispatchHandle {
+  enum class Phase { empty, layout, counts_started, counts, payload_started, payload, combine_started };
+
+  // --- what the caller reads ---------------------------------------------------------------------
+  int64_t layer = -1;
+  int64_t d = 0;
+  // After wait_counts: this rank's experts in compute order (global ids), and 2 * local + 1 row
+  // offsets: expert x's routed rows are [local_offsets[2x], local_offsets[2x+1]) and its padding
+  // rows (static gating) follow up to local_offsets[2x+2]. Routed rows come in the same order
+  // whatever the padding, and the two parts are separate GEMM groups, so static gating that drops
+  // nothing computes exactly dynamic gating's products.
+  std::vector<int64_t> local_experts;
+  std::vector<int64_t> local_offsets;
+  // After wait_payload: the rows [num_rows(), d], grouped as local_offsets says (workspace memory).
+  float* expert_rows = nullptr;
+
+  int64_t num_rows() const { return local_offsets.empty() ? 0 : local_offsets.back(); }
+  // Local experts with at least one row (routed or padding), in compute order.
+  std::vector<int64_t> active_experts() const;
+
+  // --- the dispatcher's bookkeeping, carried from dispatch to combine -----------------------------
+  Phase phase = Phase::empty;
+  const DispatchPlan* plan = nullptr;
+  std::vector<int32_t> send_token;  // [sent rows] token of each sent row
+  std::vector<float> send_weight;   // [sent rows] its gate weight
+  std::vector<int64_t> counts_out;  // per destination, per its local expert: routed, padding
+  std::vector<int64_t> counts_in;   // per source, per local expert: routed, padding
+  std::vector<std::size_t> c_send_bytes, c_send_displs, c_recv_bytes, c_recv_displs;
+  std::vector<std::size_t> send_bytes, send_displs, recv_bytes, recv_displs;
+  std::vector<int32_t> by_expert;  // [received rows] received row of each expert-ordered row
+  std::vector<int32_t> by_source;  // [received rows] expert-ordered row of each received row
+  std::vector<int64_t> cursor;     // [groups] scratch of wait_counts
+  int64_t num_sent = 0;
+  int32_t* send_token_dev = nullptr;  // workspace copies of send_token / send_weight
+  float* send_weight_dev = nullptr;
+  const float* received = nullptr;  // rows in receive order (between start_ and wait_payload)
+  const float* home = nullptr;      // outputs back in send order (after start_combine)
+
+  // Throws moe::Error when a phase is called out of order.
+  void expect(Phase want, const char* call) const;
+};
+
 class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
   virtual std::string name() const = 0;
-  // x [T, d] -> expert_rows [rows, d] grouped by this rank's experts; local_offsets (host) gets
-  // 2 * num_local_experts + 1 row offsets: local expert x's routed rows are
-  // [local_offsets[2x], local_offsets[2x+1]) and its padding rows (static gating) follow up to
-  // local_offsets[2x+2]. Routed rows come in the same order whatever the padding, and the two
-  // parts are separate GEMM groups, so static gating that drops nothing computes exactly dynamic
-  // gating's products (a GEMM's rounding can depend on its row count). Returns the rows.
-  // r: x  w: expert_rows (from the workspace)
-  // Collective over every rank that holds experts of `layer` (all ranks for AllToAllDispatcher).
-  virtual int64_t dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,
-                           std::vector<int64_t>& local_offsets) = 0;
-  // y[token] += weight * expert_out[row] for every row of the plan (partial outputs of sliced
-  // experts add up here). r: expert_out  rw: y
-  virtual void combine(int64_t layer, const DispatchPlan& plan, const float* expert_out, int64_t d, float* y) = 0;
+
+  // Collective phases: every rank that holds experts of the layer takes part (all ranks for
+  // AllToAllDispatcher). r: plan (kept until wait_combine)
+  virtual void layout(int64_t layer, const DispatchPlan& plan, int64_t d, DispatchHandle& h) = 0;
+  virtual void start_counts(DispatchHandle& h) = 0;
+  virtual void wait_counts(DispatchHandle& h) = 0;
+  // r: x [plan's tokens, d] (read until wait_payload)
+  virtual void start_payload(DispatchHandle& h, const float* x) = 0;
+  virtual void wait_payload(DispatchHandle& h) = 0;
+  // r: expert_out [h.num_rows(), d] (read until wait_combine)
+  virtual void start_combine(DispatchHandle& h, const float* expert_out) = 0;
+  // y[token] += weight * output row, for every row of the plan (partial outputs of sliced experts
+  // add up here); the handle is empty afterwards. rw: y
+  virtual void wait_combine(DispatchHandle& h, float* y) = 0;
+
   // Payload messages and bytes this rank has sent so far (dispatch and combine).
   virtual CommStats comm_stats() const { return {}; }
+
+  // Every dispatch phase in order, without overlap (tests and benchmarks).
+  void dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, DispatchHandle& h);
+  void combine(DispatchHandle& h, const float* expert_out, float* y);
 };
 
 // Every expert of the layer is on this rank: dispatch is a gather, combine a scatter-add.
@@ -39,14 +100,16 @@ class LocalDispatcher final : public Dispatcher {
  public:
   explicit LocalDispatcher(Workspace& ws) : ws_(ws) {}
   std::string name() const override { return "local"; }
-  int64_t dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, float*& expert_rows,
-                   std::vector<int64_t>& local_offsets) override;
-  void combine(int64_t layer, const DispatchPlan& plan, const float* expert_out, int64_t d, float* y) override;
+  void layout(int64_t layer, const DispatchPlan& plan, int64_t d, DispatchHandle& h) override;
+  void start_counts(DispatchHandle& h) override;
+  void wait_counts(DispatchHandle& h) override;
+  void start_payload(DispatchHandle& h, const float* x) override;
+  void wait_payload(DispatchHandle& h) override;
+  void start_combine(DispatchHandle& h, const float* expert_out) override;
+  void wait_combine(DispatchHandle& h, float* y) override;
 
  private:
   Workspace& ws_;
-  int32_t* rows_ = nullptr;   // plan.row_token on the backend
-  float* weights_ = nullptr;  // plan.row_weight on the backend
 };
 
 }  // namespace moe

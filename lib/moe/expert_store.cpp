@@ -6,77 +6,94 @@
 
 namespace moe {
 
-std::vector<std::pair<int64_t, int64_t>> all_experts(const ModelConfig& config) {
-  std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (int64_t i = 0; i < config.num_layers; ++i) ranges.emplace_back(0, config.num_experts(i));
-  return ranges;
+ExpertLease& ExpertLease::operator=(ExpertLease&& o) noexcept {
+  if (this != &o) {
+    release();
+    store_ = o.store_;
+    layer_ = o.layer_;
+    expert_ = o.expert_;
+    weights_ = o.weights_;
+    o.store_ = nullptr;
+  }
+  return *this;
 }
 
-ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backend,
-                                         const std::vector<std::pair<int64_t, int64_t>>& expert_ranges,
-                                         const std::vector<std::pair<int64_t, int64_t>>& ffn_ranges) {
+void ExpertLease::release() noexcept {
+  if (store_ == nullptr) return;
+  --store_->outstanding_;
+  store_->release(layer_, expert_);
+  store_ = nullptr;
+}
+
+ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backend, const ExpertPlacement& placement,
+                                         int rank) {
   const ModelConfig& c = ckpt.config();
   hidden_ = c.hidden_size;
+  activation_ = c.activation;
   const int64_t d = hidden_;
   const int64_t full = c.expert_ffn;
+  MOE_CHECK(placement.num_layers() == c.num_layers, "expert store: placement has {} layers, the model {}",
+            placement.num_layers(), c.num_layers);
   layers_.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    Layer& layer = layers_[static_cast<std::size_t>(i)];
     if (!c.is_moe_layer(i)) continue;
-    const auto [first, count] = expert_ranges[static_cast<std::size_t>(i)];
-    MOE_CHECK(first >= 0 && count >= 0 && first + count <= c.num_experts(i),
-              "layer {}: expert range [{}, {}) is outside its {} experts", i, first, first + count, c.num_experts(i));
-    const auto [f0, f1] =
-        ffn_ranges.empty() ? std::pair<int64_t, int64_t>{0, full} : ffn_ranges[static_cast<std::size_t>(i)];
-    MOE_CHECK(0 <= f0 && f0 < f1 && f1 <= full, "layer {}: FFN slice [{}, {}) is outside its {} columns", i, f0, f1,
-              full);
-    const int64_t f = f1 - f0;
-    layer.first = first;
-    layer.count = count;
-    layer.ffn = f;
-    layer.in_rows = c.mlp_in_rows(f);
-    if (count == 0) continue;
-    const std::string p = "layers/" + std::to_string(i) + "/moe/experts/";
+    Layer& layer = layers_[static_cast<std::size_t>(i)];
     const int64_t e = c.num_experts(i);
-    // Fused per expert: its gate rows, then its up rows, so that one GEMM makes both.
-    const HostTensor up = ckpt.read(p + "up_proj", {e, full, d}, {first, f0, 0}, {count, f, d});
-    HostTensor in;
-    if (c.activation == ActivationKind::swiglu) {
-      const HostTensor gate = ckpt.read(p + "gate_proj", {e, full, d}, {first, f0, 0}, {count, f, d});
-      MOE_CHECK(gate.dtype == up.dtype, "{}: {}gate_proj and up_proj differ in dtype", ckpt.path(), p);
-      in.dtype = up.dtype;
-      const std::size_t block = static_cast<std::size_t>(f * d) * dtype_size(up.dtype);
-      in.bytes.resize(2 * block * static_cast<std::size_t>(count));
-      for (int64_t x = 0; x < count; ++x) {
-        std::memcpy(in.bytes.data() + (2 * x) * block, gate.bytes.data() + x * block, block);
-        std::memcpy(in.bytes.data() + (2 * x + 1) * block, up.bytes.data() + x * block, block);
+    const std::vector<LocalExpert>& local = placement.local_experts(i, rank);
+    layer.local_of.assign(static_cast<std::size_t>(e), -1);
+    if (local.empty()) continue;
+    const std::string p = "layers/" + std::to_string(i) + "/moe/experts/";
+    std::vector<std::byte> in_bytes, out_bytes;
+    // Consecutive expert ids with the same columns are one hyperslab read (the contiguous default
+    // reads each tensor once, as before).
+    for (std::size_t first = 0; first < local.size();) {
+      std::size_t end = first + 1;
+      while (end < local.size() && local[end].expert == local[end - 1].expert + 1 &&
+             local[end].ffn_begin == local[first].ffn_begin && local[end].ffn_end == local[first].ffn_end)
+        ++end;
+      const int64_t x0 = local[first].expert, count = static_cast<int64_t>(end - first);
+      const int64_t f0 = local[first].ffn_begin, f = local[first].ffn();
+      const HostTensor up = ckpt.read(p + "up_proj", {e, full, d}, {x0, f0, 0}, {count, f, d});
+      const HostTensor out = ckpt.read(p + "down_proj", {e, d, full}, {x0, 0, f0}, {count, d, f});
+      MOE_CHECK(out.dtype == up.dtype, "{}: {}down_proj and up_proj differ in dtype", ckpt.path(), p);
+      MOE_CHECK(layer.experts.empty() || up.dtype == layer.dtype, "{}: {} experts differ in dtype", ckpt.path(), p);
+      layer.dtype = up.dtype;
+      HostTensor gate;
+      if (c.activation == ActivationKind::swiglu) {
+        gate = ckpt.read(p + "gate_proj", {e, full, d}, {x0, f0, 0}, {count, f, d});
+        MOE_CHECK(gate.dtype == up.dtype, "{}: {}gate_proj and up_proj differ in dtype", ckpt.path(), p);
       }
-    } else {
-      in = up;
+      const std::size_t block = static_cast<std::size_t>(f * d) * dtype_size(up.dtype);
+      for (int64_t x = 0; x < count; ++x) {
+        layer.local_of[static_cast<std::size_t>(x0 + x)] = static_cast<int64_t>(layer.experts.size());
+        layer.experts.push_back({f, in_bytes.size(), out_bytes.size()});
+        // Fused per expert: its gate rows, then its up rows, so that one GEMM makes both.
+        if (c.activation == ActivationKind::swiglu)
+          in_bytes.insert(in_bytes.end(), gate.bytes.begin() + x * block, gate.bytes.begin() + (x + 1) * block);
+        in_bytes.insert(in_bytes.end(), up.bytes.begin() + x * block, up.bytes.begin() + (x + 1) * block);
+        out_bytes.insert(out_bytes.end(), out.bytes.begin() + x * block, out.bytes.begin() + (x + 1) * block);
+      }
+      first = end;
     }
-    const HostTensor out = ckpt.read(p + "down_proj", {e, d, full}, {first, 0, f0}, {count, d, f});
-    MOE_CHECK(out.dtype == up.dtype, "{}: {}down_proj and up_proj differ in dtype", ckpt.path(), p);
-    layer.dtype = up.dtype;
-    layer.in = backend.alloc(in.bytes.size());
-    backend.copy_to_device(layer.in.data(), in.bytes.data(), in.bytes.size());
-    layer.out = backend.alloc(out.bytes.size());
-    backend.copy_to_device(layer.out.data(), out.bytes.data(), out.bytes.size());
-    bytes_ += in.bytes.size() + out.bytes.size();
+    layer.in = backend.alloc(in_bytes.size());
+    backend.copy_to_device(layer.in.data(), in_bytes.data(), in_bytes.size());
+    layer.out = backend.alloc(out_bytes.size());
+    backend.copy_to_device(layer.out.data(), out_bytes.data(), out_bytes.size());
+    bytes_ += in_bytes.size() + out_bytes.size();
   }
 }
 
-ExpertWeights ResidentExpertStore::acquire(int64_t layer_id, int64_t expert) {
+ExpertLease ResidentExpertStore::lease(int64_t layer_id, int64_t expert) {
   const Layer& layer = layers_[static_cast<std::size_t>(layer_id)];
-  const int64_t local = expert - layer.first;
-  MOE_CHECK(local >= 0 && local < layer.count, "layer {}: expert {} is not held by this rank", layer_id, expert);
-  ++stats_.acquires;
-  const std::size_t elem = dtype_size(layer.dtype);
+  MOE_CHECK(expert >= 0 && expert < static_cast<int64_t>(layer.local_of.size()) &&
+                layer.local_of[static_cast<std::size_t>(expert)] >= 0,
+            "layer {}: expert {} is not held by this rank", layer_id, expert);
+  const Local& x = layer.experts[static_cast<std::size_t>(layer.local_of[static_cast<std::size_t>(expert)])];
+  const int64_t in_rows = activation_ == ActivationKind::swiglu ? 2 * x.ffn : x.ffn;
   ExpertWeights w;
-  w.in = {layer.in.as<std::byte>() + local * layer.in_rows * hidden_ * static_cast<int64_t>(elem), layer.dtype,
-          layer.in_rows, hidden_, hidden_};
-  w.out = {layer.out.as<std::byte>() + local * hidden_ * layer.ffn * static_cast<int64_t>(elem), layer.dtype, hidden_,
-           layer.ffn, layer.ffn};
-  return w;
+  w.in = {layer.in.as<std::byte>() + x.in, layer.dtype, in_rows, hidden_, hidden_};
+  w.out = {layer.out.as<std::byte>() + x.out, layer.dtype, hidden_, x.ffn, x.ffn};
+  return make_lease(layer_id, expert, w);
 }
 
 }  // namespace moe

@@ -1,74 +1,108 @@
 #pragma once
-// The only way to reach expert weights. The forward pass asks for an expert right before it
-// computes with it, so a store may keep all local experts resident (ResidentExpertStore) or only
-// a bounded cache of them (expert buffering, a later store) without changing callers.
+// The only way to reach expert weights. A layer leases the experts it computes with and holds the
+// leases for one grouped GEMM; a lease stays valid until released (its destructor), so a store may
+// keep all local experts resident (ResidentExpertStore) or a bounded cache of them that never
+// evicts a leased expert (expert buffering) without changing callers. prefetch() is told, once
+// per layer and batch, which local experts will be leased (the dispatcher knows after its count
+// exchange), so a cache can start loading them while the rows travel.
 #include <cstdint>
 #include <vector>
 
 #include "backend/backend.hpp"
 #include "io/checkpoint.hpp"
+#include "moe/placement.hpp"
 
 namespace moe {
 
-// One expert's MLP: in [mlp_in_rows(F), d] (gate rows then up rows for swiglu), out [d, F].
+// One expert's MLP: in [mlp_in_rows(F), d] (gate rows then up rows for swiglu), out [d, F], with F
+// the FFN columns this rank holds (expert_ffn, or its slice).
 struct ExpertWeights {
   WeightView in;
   WeightView out;
+  int64_t ffn() const { return out.cols; }
 };
 
 struct ExpertStoreStats {
-  uint64_t acquires = 0;
-  uint64_t misses = 0;  // acquires that had to load the expert
+  uint64_t leases = 0;
+  uint64_t misses = 0;  // leases that had to load the expert
+};
+
+class ExpertStore;
+
+// Move-only; releases its expert when destroyed (never throws).
+class ExpertLease {
+ public:
+  ExpertLease() = default;
+  ExpertLease(ExpertStore* store, int64_t layer, int64_t expert, ExpertWeights weights)
+      : store_(store), layer_(layer), expert_(expert), weights_(weights) {}
+  ExpertLease(ExpertLease&& o) noexcept { *this = std::move(o); }
+  ExpertLease& operator=(ExpertLease&& o) noexcept;
+  ExpertLease(const ExpertLease&) = delete;
+  ExpertLease& operator=(const ExpertLease&) = delete;
+  ~ExpertLease() { release(); }
+
+  void release() noexcept;
+  const ExpertWeights& weights() const { return weights_; }
+  int64_t expert() const { return expert_; }
+
+ private:
+  ExpertStore* store_ = nullptr;
+  int64_t layer_ = 0;
+  int64_t expert_ = 0;
+  ExpertWeights weights_;
 };
 
 class ExpertStore {
  public:
   virtual ~ExpertStore() = default;
-  // Experts of `layer` this rank computes: global ids [first_expert, first_expert + count).
-  virtual int64_t first_expert(int64_t layer) const = 0;
-  virtual int64_t num_local_experts(int64_t layer) const = 0;
-  // The FFN width of this rank's experts in `layer`: expert_ffn, or its slice under expert slicing.
-  virtual int64_t local_ffn(int64_t layer) const = 0;
-  // The weights of global expert `expert` of `layer`, valid until the next acquire on this layer.
-  virtual ExpertWeights acquire(int64_t layer, int64_t expert) = 0;
+  // Global expert `expert` of `layer`, which this rank holds (the placement table's local experts).
+  virtual ExpertLease lease(int64_t layer, int64_t expert) = 0;
+  // The local experts of `layer` that the next leases will ask for (compute order). Default: nothing.
+  virtual void prefetch(int64_t /*layer*/, const std::vector<int64_t>& /*experts*/) {}
   virtual std::size_t resident_bytes() const = 0;
+  // Leases handed out and not yet released.
+  int64_t outstanding_leases() const { return outstanding_; }
   const ExpertStoreStats& stats() const { return stats_; }
 
  protected:
+  friend class ExpertLease;
+  // Called once per lease when it is released; must not throw.
+  virtual void release(int64_t /*layer*/, int64_t /*expert*/) noexcept {}
+  ExpertLease make_lease(int64_t layer, int64_t expert, ExpertWeights weights) {
+    ++stats_.leases;
+    ++outstanding_;
+    return ExpertLease(this, layer, expert, weights);
+  }
+
   ExpertStoreStats stats_;
+  int64_t outstanding_ = 0;
 };
 
-// Reads the experts [first, first + count) of every MoE layer into backend memory at start-up,
-// only their FFN columns [ffn_begin, ffn_end) (all of them unless experts are sliced).
+// Reads the local experts of every MoE layer (placement.local_experts(layer, rank)) into backend
+// memory at start-up, packed per layer in compute order, each with only its FFN columns.
 class ResidentExpertStore final : public ExpertStore {
  public:
-  // expert_ranges[layer] = {first, count}; ffn_ranges[layer] = {ffn_begin, ffn_end}, or empty for
-  // whole experts.
-  ResidentExpertStore(CheckpointReader& ckpt, Backend& backend,
-                      const std::vector<std::pair<int64_t, int64_t>>& expert_ranges,
-                      const std::vector<std::pair<int64_t, int64_t>>& ffn_ranges = {});
-  int64_t first_expert(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].first; }
-  int64_t num_local_experts(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].count; }
-  int64_t local_ffn(int64_t layer) const override { return layers_[static_cast<std::size_t>(layer)].ffn; }
-  ExpertWeights acquire(int64_t layer, int64_t expert) override;
+  ResidentExpertStore(CheckpointReader& ckpt, Backend& backend, const ExpertPlacement& placement, int rank);
+  ExpertLease lease(int64_t layer, int64_t expert) override;
   std::size_t resident_bytes() const override { return bytes_; }
 
  private:
+  struct Local {
+    int64_t ffn = 0;     // F: columns held
+    std::size_t in = 0;  // byte offsets of its blocks in the layer's buffers
+    std::size_t out = 0;
+  };
   struct Layer {
-    int64_t first = 0;
-    int64_t count = 0;
-    int64_t ffn = 0;      // F: columns of the slice held
-    int64_t in_rows = 0;  // mlp_in_rows(F)
-    DeviceBuffer in;      // [count, mlp_in_rows(F), d]
-    DeviceBuffer out;     // [count, d, F]
+    std::vector<int64_t> local_of;  // [E] index into experts, -1 if not held
+    std::vector<Local> experts;     // compute order
+    DeviceBuffer in;                // packed [mlp_in_rows(F), d] blocks
+    DeviceBuffer out;               // packed [d, F] blocks
     DType dtype = DType::f32;
   };
   std::vector<Layer> layers_;
   int64_t hidden_ = 0;
+  ActivationKind activation_ = ActivationKind::swiglu;
   std::size_t bytes_ = 0;
 };
-
-// All experts of every layer on this rank (one rank, or a rank that holds everything).
-std::vector<std::pair<int64_t, int64_t>> all_experts(const ModelConfig& config);
 
 }  // namespace moe

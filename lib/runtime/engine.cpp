@@ -19,10 +19,13 @@
 #include "io/checkpoint.hpp"
 #include "io/result_writer.hpp"
 #include "io/token_dataset.hpp"
+#include "io/trace_writer.hpp"
 #include "model/transformer.hpp"
 #include "moe/alltoall_dispatcher.hpp"
+#include "moe/cache/cache_settings.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
+#include "moe/placement_file.hpp"
 #include "runtime/batch_schedule.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/progress.hpp"
@@ -119,8 +122,17 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
+    // The model's collectives and the all-to-all run on MPI communicators over host memory; a
+    // device backend needs the NCCL communicator wired into them first.
+    MOE_CHECK(config.backend != "cuda" || ranks == 1,
+              "backend 'cuda' runs on one rank only for now: the multi-rank GPU path (NCCL communicators in the "
+              "model and the all-to-all) is not wired yet; use backend 'cpu' for {} ranks",
+              ranks);
     backend = make_backend(config.backend);
-    placement = std::make_unique<ExpertPlacement>(ckpt->config(), rank, ranks);
+    placement =
+        config.moe.placement.empty()
+            ? std::make_unique<ExpertPlacement>(ckpt->config(), ranks)
+            : std::make_unique<ExpertPlacement>(read_placement_file(config.moe.placement, ckpt->config(), ranks));
   });
   // Topology validates ranks_per_node and tp itself, on every rank alike.
   agree(world_comm, [&] {
@@ -128,11 +140,18 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
                                           static_cast<int>(config.parallel.tp));
   });
   const ModelConfig& model = ckpt->config();
+  agree(world_comm, [&] {
+    const ExpertCacheSettings cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum());
+    // The keys are checked above so that run files can be written for it; the store that honours
+    // them needs the pipeline's leases and lands with them (issue 10).
+    MOE_CHECK(!cache.bounded, "moe.expert_cache.slots: '{}': the bounded expert store is not built yet; use 'all'",
+              config.moe.expert_cache.slots);
+  });
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
   std::unique_ptr<Communicator> tp_comm = make_mpi_communicator(topology->tp_comm);
-  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology);
+  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend);
   std::unique_ptr<ResidentExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
@@ -140,16 +159,18 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<Dispatcher> dispatcher;
   if (ranks == 1)
     dispatcher = std::make_unique<LocalDispatcher>(dispatch_ws);
-  else
-    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement);
+  else {
+    std::vector<int> node_of(static_cast<std::size_t>(ranks));
+    for (int r = 0; r < ranks; ++r) node_of[static_cast<std::size_t>(r)] = topology->node_of(r);
+    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement, std::move(node_of));
+  }
   {
     ScopedPhase phase(&times, "load");
     agree(world_comm, [&] {
       TransformerOptions options;
       options.gating = {config.moe.gating, config.moe.capacity_factor};
       options.tp = {topology->tp_size > 1 ? tp_comm.get() : nullptr, topology->tp_rank, topology->tp_size};
-      experts =
-          std::make_unique<ResidentExpertStore>(*ckpt, *backend, placement->local_ranges(), placement->ffn_ranges());
+      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, *placement, rank);
       transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, *dispatcher, expert_ws, options);
     });
   }
@@ -174,6 +195,15 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
                                  bsz};
     writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens, attrs, resume);
   });
+  std::unique_ptr<TraceWriter> trace;
+  if (config.moe.trace)
+    agree(world_comm, [&] {
+      trace = std::make_unique<TraceWriter>(writer->file(), model, *tokens, bsz, config.moe.trace_topk,
+                                            writer->resumed(), topology->tp_size > 1 ? tp_comm.get() : nullptr);
+    });
+  std::vector<TraceLayerBatch> trace_layers;
+  for (const MoeLayer* layer : transformer->moe_layers())
+    trace_layers.push_back({layer->layer(), &layer->last_counts(), &layer->last_topk_ids()});
   const BatchSchedule schedule(writer->journal(), dp);
   const int64_t num_steps = schedule.num_steps();
   // Sequences [first, end) of global batch b; b = -1 (an idle rank) is empty.
@@ -226,6 +256,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     {
       ScopedPhase phase(&times, "write");
       writer->write_batch(writes ? batch : no_batch, logprobs.data());
+      if (trace) trace->write_batch(b, batch.num_tokens(), trace_layers, writes);
       writer->mark_done(writes ? b : -1);  // the resume journal: durable after the results
     }
     // What the whole job has done: every group's batch of this step is complete.

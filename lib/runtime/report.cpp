@@ -105,6 +105,10 @@ nlohmann::json make_report(const ReportInputs& in) {
     const double mean = counts.empty() ? 0.0 : total / static_cast<double>(counts.size());
     const double peak = counts.empty() ? 0.0 : *std::max_element(counts.begin(), counts.end());
     std::vector<int64_t> tokens_per_expert(counts.begin(), counts.end());
+    // The load placement balances: rows each rank's experts computed (routed and padding).
+    const std::vector<double> rows = gather(world, static_cast<double>(s.rows_computed));
+    const double rows_mean = std::accumulate(rows.begin(), rows.end(), 0.0) / static_cast<double>(rows.size());
+    const double rows_max = *std::max_element(rows.begin(), rows.end());
     const std::vector<double> messages = gather(world, static_cast<double>(s.alltoall_messages));
     const std::vector<double> bytes = gather(world, static_cast<double>(s.alltoall_bytes));
     layers.push_back({{"layer", s.layer},
@@ -113,6 +117,8 @@ nlohmann::json make_report(const ReportInputs& in) {
                       {"load_imbalance_max_over_mean", mean > 0 ? peak / mean : 0.0},
                       {"dropped_rows", static_cast<int64_t>(dropped)},
                       {"padded_rows", static_cast<int64_t>(padded)},
+                      {"rows_computed_per_rank", std::vector<int64_t>(rows.begin(), rows.end())},
+                      {"rows_computed_max_over_mean", rows_mean > 0 ? rows_max / rows_mean : 0.0},
                       {"alltoall_messages_per_rank", messages},
                       {"alltoall_bytes_per_rank", bytes}});
   }

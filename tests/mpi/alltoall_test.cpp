@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "comm/topology.hpp"
 #include "core/error.hpp"
 #include "mpi_test_main.hpp"
@@ -171,9 +172,10 @@ class AllToAllTest : public ::testing::Test {
  protected:
   void SetUp() override {
     topo_ = std::make_unique<Topology>(MPI_COMM_WORLD, test::ranks_per_node_option());
-    flat_ = make_alltoall("flat", *topo_);
-    hier_ = make_alltoall("hierarchical", *topo_);
+    flat_ = make_alltoall("flat", *topo_, *backend_);
+    hier_ = make_alltoall("hierarchical", *topo_, *backend_);
   }
+  std::unique_ptr<Backend> backend_ = make_backend("cpu");
   std::unique_ptr<Topology> topo_;
   std::unique_ptr<AllToAll> flat_, hier_;
 };
@@ -215,8 +217,9 @@ TEST_F(AllToAllTest, ReusedAcrossCallsOfChangingSize) {
 
 TEST(AllToAllFactory, UnknownNameListsTheValidOnes) {
   Topology topo(MPI_COMM_WORLD, test::ranks_per_node_option());
+  auto backend = make_backend("cpu");
   try {
-    make_alltoall("ring", topo);
+    make_alltoall("ring", topo, *backend);
     ADD_FAILURE() << "no error for an unknown name";
   } catch (const Error& e) {
     const std::string what = e.what();
@@ -224,8 +227,8 @@ TEST(AllToAllFactory, UnknownNameListsTheValidOnes) {
     EXPECT_NE(what.find("flat"), std::string::npos) << what;
     EXPECT_NE(what.find("hierarchical"), std::string::npos) << what;
   }
-  EXPECT_EQ(make_alltoall("flat", topo)->name(), "flat");
-  EXPECT_EQ(make_alltoall("hierarchical", topo)->name(), "hierarchical");
+  EXPECT_EQ(make_alltoall("flat", topo, *backend)->name(), "flat");
+  EXPECT_EQ(make_alltoall("hierarchical", topo, *backend)->name(), "hierarchical");
 }
 
 TEST(TopologyTest, NodeAndCrossNodeGroups) {

@@ -2,9 +2,10 @@
 // experts, the "experts" scale each received row by a known factor (expert id + 1; a sliced
 // expert's slice returns its share of it), and the combine must give, for every token,
 // y0 + sum over its plan rows of weight * (expert + 1) * x, computed here in float64 from the
-// rank's own plan. A row sent to the wrong rank, expert or position, lost or duplicated, shows.
-// Runs dynamic and static (padding and drops) plans, flat and hierarchical all-to-alls, layers
-// with more and with fewer experts than ranks.
+// rank's own plan. A row sent to the wrong rank, expert or position, lost or duplicated (a
+// replicated expert computing a row twice), shows. Runs dynamic and static (padding and drops)
+// plans, flat and hierarchical all-to-alls, layers with more and with fewer experts than ranks,
+// under the contiguous default and random placements (replicas, uneven slices, empty ranks).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -18,28 +19,33 @@
 #include "moe/alltoall_dispatcher.hpp"
 #include "moe/dispatch_plan.hpp"
 #include "moe/placement.hpp"
+#include "moe/placement_random.hpp"
 #include "mpi_test_main.hpp"
 
 namespace moe {
 namespace {
 
-void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_t seed) {
+void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_t seed, bool random) {
   const int world = test::world_size(), me = test::world_rank();
   SCOPED_TRACE(std::to_string(experts) + " experts, " + (dynamic ? "dynamic" : "static") + ", " + variant + ", seed " +
-               std::to_string(seed));
+               std::to_string(seed) + (random ? ", random placement" : ""));
   Topology topology(MPI_COMM_WORLD, test::ranks_per_node_option());
   auto backend = make_backend("cpu");
   auto comm = make_mpi_communicator(MPI_COMM_WORLD);
-  auto alltoall = make_alltoall(variant, topology);
+  auto alltoall = make_alltoall(variant, topology, *backend);
   ModelConfig model;
   model.num_layers = 1;
   model.expert_ffn = 12;
   model.top_k = std::min<int64_t>(3, experts);
   model.layer_num_experts = {experts};
-  const ExpertPlacement placement(model, me, world);
+  const ExpertPlacement placement = random ? random_placement(model, world, seed) : ExpertPlacement(model, world);
   const LayerPlacement& lp = placement.layer(0);
+  const std::vector<LocalExpert>& mine = placement.local_experts(0, me);
+  const auto num_local = static_cast<int64_t>(mine.size());
+  std::vector<int> node_of(static_cast<std::size_t>(world));
+  for (int r = 0; r < world; ++r) node_of[static_cast<std::size_t>(r)] = topology.node_of(r);
   Workspace ws(*backend);
-  AllToAllDispatcher dispatcher(ws, *alltoall, *comm, placement);
+  AllToAllDispatcher dispatcher(ws, *alltoall, *comm, placement, node_of);
 
   std::mt19937 rng(seed + 7919u * static_cast<uint32_t>(me));
   const int64_t d = 5, k = model.top_k;
@@ -73,32 +79,42 @@ void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_
         want[plan.row_token[r] * d + c] +=
             static_cast<double>(plan.row_weight[r]) * static_cast<double>(e + 1) * x[plan.row_token[r] * d + c];
 
-  float* rows = nullptr;
-  std::vector<int64_t> offsets;
-  const int64_t n = dispatcher.dispatch(0, plan, x.data(), d, rows, offsets);
-  ASSERT_EQ(static_cast<int64_t>(offsets.size()), 2 * lp.rank_count[me] + 1);
-  ASSERT_EQ(offsets.back(), n);
+  DispatchHandle handle;
+  dispatcher.dispatch(0, plan, x.data(), d, handle);
+  const float* rows = handle.expert_rows;
+  const std::vector<int64_t>& offsets = handle.local_offsets;
+  const int64_t n = handle.num_rows();
+  ASSERT_EQ(static_cast<int64_t>(offsets.size()), 2 * num_local + 1);
+  ASSERT_EQ(static_cast<int64_t>(handle.local_experts.size()), num_local);
   // Routed rows of a local expert, then its padding: what arrives equals what the plans kept.
+  // (times the slices of a sliced expert; a replicated expert's rows arrive once).
+  const auto copies = [&](int64_t e) {
+    const auto& holders = lp.holders[static_cast<std::size_t>(e)];
+    return holders[0].role == HolderRole::slice ? static_cast<int64_t>(holders.size()) : int64_t{1};
+  };
   double routed_here = 0, routed_all = 0;
-  for (int64_t local = 0; local < lp.rank_count[me]; ++local)
-    routed_here += offsets[2 * local + 1] - offsets[2 * local];
-  for (int64_t e = 0; e < experts; ++e) routed_all += static_cast<double>(plan.kept[e] * lp.slices);
+  for (int64_t local = 0; local < num_local; ++local) routed_here += offsets[2 * local + 1] - offsets[2 * local];
+  for (int64_t e = 0; e < experts; ++e) routed_all += static_cast<double>(plan.kept[e] * copies(e));
   MPI_Allreduce(MPI_IN_PLACE, &routed_here, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   MPI_Allreduce(MPI_IN_PLACE, &routed_all, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   EXPECT_EQ(routed_here, routed_all);
   std::vector<float> out(static_cast<std::size_t>(n * d));
-  const double share = static_cast<double>(lp.ffn_end - lp.ffn_begin) / static_cast<double>(model.expert_ffn);
-  for (int64_t local = 0; local < lp.rank_count[me]; ++local) {
-    const double factor = static_cast<double>(lp.rank_first[me] + local + 1) * share;
+  for (int64_t local = 0; local < num_local; ++local) {
+    const LocalExpert& lx = mine[static_cast<std::size_t>(local)];
+    ASSERT_EQ(handle.local_experts[static_cast<std::size_t>(local)], lx.expert);
+    const double share = static_cast<double>(lx.ffn()) / static_cast<double>(model.expert_ffn);
+    const double factor = static_cast<double>(lx.expert + 1) * share;
     for (int64_t r = offsets[2 * local]; r < offsets[2 * local + 2]; ++r)
       for (int64_t c = 0; c < d; ++c) out[r * d + c] = static_cast<float>(factor * rows[r * d + c]);
   }
-  dispatcher.combine(0, plan, out.data(), d, y.data());
+  dispatcher.combine(handle, out.data(), y.data());
   double worst = 0;
   for (std::size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::abs(y[i] - want[i]));
   EXPECT_LE(worst, 1e-4);
-  // Rows received sum to rows sent (over all ranks), times the slices of each expert.
-  double sent = static_cast<double>(plan.num_rows() * lp.slices), received = static_cast<double>(n);
+  // Rows received sum to rows in the plans (over all ranks), times the slices of each expert.
+  double sent = 0, received = static_cast<double>(n);
+  for (int64_t e = 0; e < experts; ++e)
+    sent += static_cast<double>((plan.expert_offsets[e + 1] - plan.expert_offsets[e]) * copies(e));
   MPI_Allreduce(MPI_IN_PLACE, &sent, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   MPI_Allreduce(MPI_IN_PLACE, &received, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   EXPECT_EQ(sent, received);
@@ -123,7 +139,18 @@ TEST(AllToAllDispatcher, RowsReachTheirExpertsAndComeBackWeighted) {
   if (world >= 2) expert_counts.push_back(world / 2);
   for (const int64_t experts : expert_counts)
     for (const bool dynamic : {true, false})
-      for (const char* variant : {"flat", "hierarchical"}) run_case(experts, dynamic, variant, seed);
+      for (const char* variant : {"flat", "hierarchical"}) run_case(experts, dynamic, variant, seed, false);
+}
+
+TEST(AllToAllDispatcher, RandomPlacementsWithReplicasAndSlices) {
+  const int world = test::world_size();
+  const uint32_t seed = shared_seed();
+  std::vector<int64_t> expert_counts = {2 * world + 1, world};
+  if (world >= 2) expert_counts.push_back(world / 2);
+  for (uint32_t i = 0; i < 3; ++i)
+    for (const int64_t experts : expert_counts)
+      for (const bool dynamic : {true, false})
+        for (const char* variant : {"flat", "hierarchical"}) run_case(experts, dynamic, variant, seed + i, true);
 }
 
 }  // namespace

@@ -274,5 +274,38 @@ TEST(RunConfig, MissingRequiredKeysAreNamed) {
   EXPECT_EQ(parse("input: t.h5\noutput: s.h5\n", {"model=m.h5"}).model, "m.h5");
 }
 
+TEST(RunConfig, TraceAndExpertCacheKeys) {
+  const RunConfig c = parse(std::string(kMinimal) +
+                            "moe:\n  trace: true\n  trace_topk: true\n  expert_cache:\n    slots: 25%\n"
+                            "    policy: belady\n    trace: old.h5\n");
+  EXPECT_TRUE(c.moe.trace);
+  EXPECT_TRUE(c.moe.trace_topk);
+  EXPECT_EQ(c.moe.expert_cache.slots, "25%");
+  EXPECT_EQ(c.moe.expert_cache.policy, "belady");
+  EXPECT_EQ(c.moe.expert_cache.trace, "old.h5");
+  const RunConfig d = parse(kMinimal);
+  EXPECT_FALSE(d.moe.trace);
+  EXPECT_EQ(d.moe.expert_cache.slots, "all");
+  EXPECT_EQ(d.moe.expert_cache.policy, "lifo");
+  EXPECT_THAT(error_of(std::string(kMinimal) + "moe:\n  trace_topk: true\n"),
+              HasSubstr("'moe.trace_topk' needs 'moe.trace: true'"));
+  EXPECT_THAT(error_of(kMinimal, {"moe.expert_cache.slots=0"}), HasSubstr("at least 1 expert must be resident"));
+  EXPECT_THAT(error_of(kMinimal, {"moe.expert_cache.slots=150%"}), HasSubstr("a percentage must be in (0, 100]"));
+}
+
+TEST(RunConfig, CacheSlotsParse) {
+  EXPECT_TRUE(parse_cache_slots("all", "s").all);
+  EXPECT_EQ(parse_cache_slots("3", "s").count, 3);
+  EXPECT_DOUBLE_EQ(parse_cache_slots("12.5%", "s").percent, 12.5);
+  for (const std::string bad : {"", "0", "1.5", "-2", "0%", "101%", "x%", "%", "3 experts"}) {
+    try {
+      parse_cache_slots(bad, "slots");
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_THAT(std::string(e.what()), HasSubstr("slots is '" + bad + "'"));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moe::test

@@ -1,0 +1,54 @@
+#include "moe/dispatcher.hpp"
+
+#include "core/error.hpp"
+
+namespace moe {
+
+namespace {
+const char* phase_name(DispatchHandle::Phase p) {
+  switch (p) {
+    case DispatchHandle::Phase::empty:
+      return "nothing (or wait_combine)";
+    case DispatchHandle::Phase::layout:
+      return "layout";
+    case DispatchHandle::Phase::counts_started:
+      return "start_counts";
+    case DispatchHandle::Phase::counts:
+      return "wait_counts";
+    case DispatchHandle::Phase::payload_started:
+      return "start_payload";
+    case DispatchHandle::Phase::payload:
+      return "wait_payload";
+    case DispatchHandle::Phase::combine_started:
+      return "start_combine";
+  }
+  return "?";
+}
+}  // namespace
+
+std::vector<int64_t> DispatchHandle::active_experts() const {
+  std::vector<int64_t> out;
+  for (std::size_t x = 0; x < local_experts.size(); ++x)
+    if (local_offsets[2 * x + 2] > local_offsets[2 * x]) out.push_back(local_experts[x]);
+  return out;
+}
+
+void DispatchHandle::expect(Phase want, const char* call) const {
+  MOE_CHECK(phase == want, "dispatcher (layer {}): {} called after {}, expected after {}", layer, call,
+            phase_name(phase), phase_name(want));
+}
+
+void Dispatcher::dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, DispatchHandle& h) {
+  layout(layer, plan, d, h);
+  start_counts(h);
+  wait_counts(h);
+  start_payload(h, x);
+  wait_payload(h);
+}
+
+void Dispatcher::combine(DispatchHandle& h, const float* expert_out, float* y) {
+  start_combine(h, expert_out);
+  wait_combine(h, y);
+}
+
+}  // namespace moe
