@@ -16,17 +16,26 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/cpu/gemm.hpp"
 #include "bench_alltoall.hpp"
 #include "bench_cache.hpp"
 #include "bench_gating.hpp"
+#include "bench_model.hpp"
 #include "bench_place.hpp"
 #include "core/timer.hpp"
 #include "main_support.hpp"
+#include "runtime/memory.hpp"
 
-extern "C" char* openblas_get_corename(void);
 extern "C" int openblas_get_num_threads(void);
 
 namespace {
+
+// The CPU's flags that the kernel choice read and the kernels it made, one per line.
+void print_cpu_kernels(const char* prefix) {
+  const moe::cpu::GemmKernels& k = moe::cpu::gemm_kernels();
+  fmt::print("{}cpu flags: {}\n{}f32 GEMM: {}\n{}bf16 GEMM: {}\n", prefix, moe::cpu::cpu_features().flags, prefix,
+             k.f32, prefix, k.bf16);
+}
 
 // Median of `reps` timed runs of fn (after one warm-up).
 template <typename Fn>
@@ -47,13 +56,13 @@ double max_over_ranks(double v) {
   return v;
 }
 
-void bench_gemm(const std::string& backend_name, int reps, const std::string& command) {
+moe::GemmRates bench_gemm(const std::string& backend_name, int reps, const std::string& command) {
   auto backend = moe::make_backend(backend_name);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank == 0) {
-    fmt::print("# {}\n# backend {}, OpenBLAS core {}, {} BLAS threads\n", command, backend->name(),
-               openblas_get_corename(), openblas_get_num_threads());
+    fmt::print("# {}\n# backend {}, {} BLAS threads\n", command, backend->name(), openblas_get_num_threads());
+    if (backend->name() == "cpu") print_cpu_kernels("# ");
     fmt::print("# y[M, N] = x[M, K] . W[N, K]^T, median of {} runs, time max over ranks\n", reps);
     fmt::print("{:>6} {:>6} {:>6} {:>5} | {:>10} {:>9}\n", "M", "N", "K", "dtype", "time(us)", "GFLOP/s");
   }
@@ -65,7 +74,7 @@ void bench_gemm(const std::string& backend_name, int reps, const std::string& co
                           {4096, 1536, 1024}, {256, 4096, 1024},  {4096, 2816, 1024}};
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  double best = 0;
+  double best = 0, best_bf16 = 0;
   for (const Shape& s : shapes) {
     for (moe::DType dtype : {moe::DType::f32, moe::DType::bf16}) {
       std::vector<float> x(static_cast<std::size_t>(s.m * s.k));
@@ -90,13 +99,14 @@ void bench_gemm(const std::string& backend_name, int reps, const std::string& co
         backend->synchronize();
       }));
       const double gflops = 2.0 * static_cast<double>(s.m * s.n * s.k) / t / 1e9;
-      if (dtype == moe::DType::f32) best = std::max(best, gflops);
+      (dtype == moe::DType::f32 ? best : best_bf16) = std::max(dtype == moe::DType::f32 ? best : best_bf16, gflops);
       if (rank == 0)
         fmt::print("{:>6} {:>6} {:>6} {:>5} | {:>10.1f} {:>9.1f}\n", s.m, s.n, s.k, moe::dtype_name(dtype), t * 1e6,
                    gflops);
     }
   }
-  if (rank == 0) fmt::print("PERFORMANCE gemm best_f32_gflops={:.1f}\n", best);
+  if (rank == 0) fmt::print("PERFORMANCE gemm best_f32_gflops={:.1f} best_bf16_gflops={:.1f}\n", best, best_bf16);
+  return {best, best_bf16};
 }
 
 void bench_stream(int reps, const std::string& command) {
@@ -126,6 +136,8 @@ void bench_stream(int reps, const std::string& command) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::cpu::choose_blas_kernels(argv);  // first: it may restart the program with other GEMM kernels
+  moe::reuse_freed_memory();
   CLI::App app{"moe-bench: micro-benchmarks (GEMM rate, memory bandwidth, all-to-all) that set moe-score's floor.",
                "moe-bench"};
   app.require_subcommand(1);
@@ -192,6 +204,14 @@ int main(int argc, char** argv) {
   cache_cmd->add_option("--ranks", cache.ranks, "expert-parallel ranks modelled (contiguous expert ranges)")
       ->capture_default_str();
   cache_cmd->add_option("--csv", cache.csv, "also write the table as CSV (scripts/plot_cache.py plots it)");
+  std::string run_file;
+  std::vector<std::string> overrides;
+  auto* model = app.add_subcommand(
+      "model",
+      "moe-bench gemm, then one moe-score run: FLOPs per token and each phase's GFLOP/s against the best GEMM");
+  model->add_option("RUN.yaml", run_file, "run file, as for moe-score (its output is written)")->required();
+  model->add_option("--set", overrides, "override a run-file key")->type_name("KEY=VALUE");
+  model->add_option("--reps", reps, "timed runs per GEMM shape")->capture_default_str();
   std::string command = "moe-bench";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
   try {
@@ -201,6 +221,7 @@ int main(int argc, char** argv) {
   }
   return moe::run_main("moe-bench", argc, argv, [&] {
     if (*gemm) bench_gemm(backend, reps, command);
+    if (*model) moe::bench_model(run_file, overrides, bench_gemm(backend, reps, command), command);
     if (*stream) bench_stream(reps, command);
     if (*alltoall) moe::bench_alltoall(a2a, command);
     if (*gating_cmd) moe::bench_gating(gating, command);

@@ -4,12 +4,16 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "backend/cpu/gemm.hpp"
 #include "config/run_config.hpp"
 #include "main_support.hpp"
 #include "runtime/engine.hpp"
+#include "runtime/memory.hpp"
 #include "runtime/signals.hpp"
 
 int main(int argc, char** argv) {
+  moe::cpu::choose_blas_kernels(argv);  // first: it may restart the program with other GEMM kernels
+  moe::reuse_freed_memory();
   CLI::App app{
       "moe-score: per-token log-probabilities of a token dataset under a Mixture-of-Experts model.\n"
       "Run it under mpirun or srun: the ranks share out the experts (expert parallelism), tp ranks\n"

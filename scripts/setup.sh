@@ -10,7 +10,7 @@ packages=(
   build-essential cmake pkg-config git
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev hdf5-tools
-  libyaml-cpp-dev libopenblas-dev libopenblas-openmp-dev
+  libyaml-cpp-dev libopenblas-dev libopenblas-openmp-dev libdnnl-dev
   libgtest-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   python3-h5py python3-numpy python3-venv

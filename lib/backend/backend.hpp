@@ -64,6 +64,12 @@ class Backend {
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;
   // Waits until every op issued so far has finished (a no-op on the CPU).
   virtual void synchronize() = 0;
+  // A sizing pass: while on, a backend may let the ops that carry the FLOPs (linear,
+  // grouped_linear, causal_attention, lm_head_logsumexp) write zeros instead of computing, so
+  // that one pass over the largest batch sizes every workspace at memory speed (the router then
+  // sees equal logits and sends every token to the lowest expert ids). Results are meaningless.
+  void set_sizing_pass(bool on) { sizing_pass_ = on; }
+  bool sizing_pass() const { return sizing_pass_; }
 
   // --- dense algebra --------------------------------------------------------------------------
   // y[m, w.rows] = x[m, w.cols] . w^T + beta * y.   r: x, w (and y if beta != 0)  w: y
@@ -149,6 +155,7 @@ class Backend {
   void release(void* ptr, std::size_t bytes);
   std::size_t in_use_ = 0;
   std::size_t peak_ = 0;
+  bool sizing_pass_ = false;
 };
 
 // "cpu" or "cuda"; the error names the valid choices. `local_rank` (this process's rank on its

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <type_traits>
 #include <variant>
 
@@ -34,6 +36,58 @@ std::string index_text(int64_t i, const std::vector<int64_t>& offset, const std:
   return shape_text(idx);
 }
 
+// One element's contribution to its dataset's checksum: its bits mixed with its flat index in
+// the whole dataset, so that sums over any split of the dataset into boxes agree.
+inline uint64_t element_hash(uint64_t bits, uint64_t index) {
+  uint64_t x = (bits * 0x9e3779b97f4a7c15ull) ^ ((index + 0x632be59bd9b4e019ull) * 0xd6e8feb86659fd93ull);
+  x ^= x >> 32;
+  x *= 0xd6e8feb86659fd93ull;
+  return x ^ (x >> 29);
+}
+
+struct BoxScan {
+  uint64_t sum = 0;        // sum of element_hash over the box (mod 2^64)
+  int64_t first_bad = -1;  // the first non-finite element, as an index into the box
+};
+
+// One pass at memory speed over a box [offset, offset + count) of a dataset of shape `full`:
+// the checksum sum and whether any element has all exponent bits set (Inf or NaN). Rows of the
+// box (its last dimension) go to the OpenMP threads; the loops have no branches to vectorise.
+template <typename Word>
+BoxScan scan_box(const Word* data, const std::vector<int64_t>& full, const std::vector<int64_t>& offset,
+                 const std::vector<int64_t>& count, Word exponent) {
+  const std::size_t dims = count.size();
+  const int64_t cols = dims ? count.back() : 1;
+  const int64_t rows = cols ? product(count) / cols : 0;
+  std::vector<int64_t> stride(dims, 1);  // element strides of the full dataset
+  for (std::size_t d = dims; d-- > 1;) stride[d - 1] = stride[d] * full[d];
+  uint64_t sum = 0;
+  int bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum) reduction(| : bad)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t base = dims ? offset.back() : 0;
+    int64_t rest = r;
+    for (std::size_t d = dims ? dims - 1 : 0; d-- > 0;) {
+      base += (offset[d] + rest % count[d]) * stride[d];
+      rest /= count[d];
+    }
+    const Word* row = data + r * cols;
+    uint64_t s = 0;
+    int b = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      b |= (row[c] & exponent) == exponent;
+      s += element_hash(row[c], static_cast<uint64_t>(base + c));
+    }
+    sum += s;
+    bad |= b;
+  }
+  BoxScan scan{sum, -1};
+  if (bad)
+    for (int64_t i = 0; i < rows * cols && scan.first_bad < 0; ++i)
+      if ((data[i] & exponent) == exponent) scan.first_bad = i;
+  return scan;
+}
+
 }  // namespace
 
 int64_t HostTensor::numel() const {
@@ -51,7 +105,9 @@ std::vector<float> HostTensor::to_f32() const {
   return out;
 }
 
-CheckpointReader::CheckpointReader(const std::string& path, MPI_Comm comm) : file_(h5::File::open_read(path, comm)) {
+// POSIX reads: every rank reads its own boxes, independently (io/h5.hpp).
+CheckpointReader::CheckpointReader(const std::string& path, MPI_Comm /*comm*/)
+    : file_(h5::File::open_read_local(path)) {
   config_ = ModelConfig::from_attributes(file_.read_attributes("/"), path);
 }
 
@@ -69,22 +125,83 @@ HostTensor CheckpointReader::read(const std::string& name, const std::vector<int
   t.shape = count;
   const int64_t n = product(count);
   t.bytes.resize(static_cast<std::size_t>(n) * dtype_size(t.dtype));
+  BoxScan scan;
   if (t.dtype == DType::f32) {
-    auto* data = reinterpret_cast<float*>(t.bytes.data());
-    file_.read<float>(name, offset, count, data);
-    for (int64_t i = 0; i < n; ++i)
-      MOE_CHECK(std::isfinite(data[i]), "{}: dataset '{}' holds a non-finite value ({}) at {}", path(), name, data[i],
-                index_text(i, offset, count));
+    auto* data = reinterpret_cast<uint32_t*>(t.bytes.data());
+    file_.read<float>(name, offset, count, reinterpret_cast<float*>(data));
+    scan = scan_box(data, expected_shape, offset, count, uint32_t{0x7f800000u});
   } else {
     auto* data = reinterpret_cast<uint16_t*>(t.bytes.data());
     file_.read<uint16_t>(name, offset, count, data);
-    for (int64_t i = 0; i < n; ++i)
-      MOE_CHECK((data[i] & 0x7f80u) != 0x7f80u, "{}: dataset '{}' holds a non-finite bf16 value ({}) at {}", path(),
-                name, bf16_to_float(data[i]), index_text(i, offset, count));
+    scan = scan_box(data, expected_shape, offset, count, uint16_t{0x7f80u});
   }
-  hash_.update(name.data(), name.size());
-  hash_.update(t.bytes.data(), t.bytes.size());
+  if (scan.first_bad >= 0) {
+    const double value = t.dtype == DType::f32
+                             ? reinterpret_cast<const float*>(t.bytes.data())[scan.first_bad]
+                             : bf16_to_float(reinterpret_cast<const uint16_t*>(t.bytes.data())[scan.first_bad]);
+    fail("{}: dataset '{}' holds a non-finite {}value ({}) at {}", path(), name, t.dtype == DType::bf16 ? "bf16 " : "",
+         value, index_text(scan.first_bad, offset, count));
+  }
+  reads_.push_back({name, offset, count, scan.sum});
   return t;
+}
+
+std::string CheckpointReader::model_checksum(MPI_Comm comm) const {
+  // Each rank's reads as text lines "name\toffset\tcount\telements\tsum", gathered on rank 0.
+  std::string lines;
+  for (const BoxSum& r : reads_)
+    lines +=
+        fmt::format("{}\t{}\t{}\t{}\t{}\n", r.name, shape_text(r.offset), shape_text(r.count), product(r.count), r.sum);
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &ranks);
+  int length = static_cast<int>(lines.size());
+  std::vector<int> lengths(static_cast<std::size_t>(ranks)), displs(static_cast<std::size_t>(ranks));
+  MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm);
+  int64_t total = 0;
+  for (int r = 0; r < ranks; ++r) {
+    displs[r] = static_cast<int>(total);
+    total += lengths[r];
+  }
+  MOE_CHECK(total < (int64_t{1} << 31), "{}: too many reads for the model checksum", path());
+  std::string all(static_cast<std::size_t>(rank == 0 ? total : 0), '\0');
+  MPI_Gatherv(lines.data(), length, MPI_CHAR, all.data(), lengths.data(), displs.data(), MPI_CHAR, 0, comm);
+  char hex[17] = {};
+  if (rank == 0) {
+    // Identical boxes (read by several ranks) count once; per dataset, the sums of the distinct
+    // boxes and the number of elements they cover.
+    std::map<std::string, uint64_t> boxes;
+    std::size_t pos = 0;
+    while (pos < all.size()) {
+      const std::size_t end = all.find('\n', pos);
+      const std::string line = all.substr(pos, end - pos);
+      const std::size_t tab = line.rfind('\t');
+      boxes.emplace(line.substr(0, tab), std::stoull(line.substr(tab + 1)));
+      pos = end + 1;
+    }
+    struct Dataset {
+      uint64_t sum = 0;
+      int64_t elements = 0;
+    };
+    std::map<std::string, Dataset> datasets;
+    for (const auto& [key, sum] : boxes) {
+      const std::size_t last = key.rfind('\t');
+      Dataset& d = datasets[key.substr(0, key.find('\t'))];
+      d.sum += sum;
+      d.elements += std::stoll(key.substr(last + 1));
+    }
+    Fnv1a hash;
+    const std::string identity = fingerprint();
+    hash.update(identity.data(), identity.size());
+    for (const auto& [name, d] : datasets) {
+      hash.update(name.data(), name.size() + 1);
+      hash.update_value(d.sum);
+      hash.update_value(d.elements);
+    }
+    std::snprintf(hex, sizeof(hex), "%s", hash.hex().c_str());
+  }
+  MPI_Bcast(hex, 16, MPI_CHAR, 0, comm);
+  return std::string(hex, 16);
 }
 
 std::string CheckpointReader::fingerprint() const {

@@ -37,8 +37,12 @@ class CheckpointReader {
   // Empty offset/count read the whole tensor.
   HostTensor read(const std::string& name, const std::vector<int64_t>& expected_shape,
                   const std::vector<int64_t>& offset = {}, const std::vector<int64_t>& count = {});
-  // Fingerprint of everything this rank read so far, in read order (depends on the layout).
-  std::string checksum() const { return hash_.hex(); }
+  // The model's identity for results and --resume, collective over comm (every rank that read
+  // weights): fingerprint() combined with a checksum of every weight byte the ranks read. Each
+  // element's bits are mixed with its flat index in its dataset and summed (mod 2^64) per read,
+  // while read() checks the values; a box that several ranks read counts once. The union of the
+  // ranks' reads is the whole model in every layout, so the result is the same for every layout.
+  std::string model_checksum(MPI_Comm comm) const;
   // The model's identity, the same on every rank and for every layout: the architecture, every
   // dataset's name, type and shape, and a sample of its values (the first up to 256 elements of
   // its first row). Stored in results so that resuming refuses output from another model.
@@ -46,9 +50,14 @@ class CheckpointReader {
   std::string fingerprint() const;
 
  private:
+  struct BoxSum {
+    std::string name;
+    std::vector<int64_t> offset, count;
+    uint64_t sum = 0;
+  };
   h5::File file_;
   ModelConfig config_;
-  Fnv1a hash_;
+  std::vector<BoxSum> reads_;
 };
 
 // Writes a checkpoint tensor by tensor (moe-synth, converters): memory stays one tensor.

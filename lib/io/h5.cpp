@@ -121,18 +121,26 @@ void Handle::close() {
 
 namespace {
 
-// Opens an existing HDF5 file over MPI-IO with `flags` (H5F_ACC_RDONLY or H5F_ACC_RDWR).
+// Opens an existing HDF5 file over MPI-IO with `flags` (H5F_ACC_RDONLY or H5F_ACC_RDWR), or
+// through POSIX I/O when comm is MPI_COMM_NULL.
 Handle open_existing(const std::string& path, MPI_Comm comm, unsigned flags, const char* purpose) {
   silence_hdf5();
   MOE_CHECK(std::filesystem::exists(path), "{}: no such file", path);
   MOE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
-  Handle fapl = file_access(comm);
+  Handle fapl = comm == MPI_COMM_NULL ? Handle(MOE_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS))) : file_access(comm);
   const hid_t id = H5Fopen(path.c_str(), flags, fapl.get());
   MOE_CHECK(id >= 0, "{}: cannot open HDF5 file for {}", path, purpose);
   return Handle(id);
 }
 
 }  // namespace
+
+File File::open_read_local(const std::string& path) {
+  File f;
+  f.path_ = path;
+  f.file_ = open_existing(path, MPI_COMM_NULL, H5F_ACC_RDONLY, "reading");
+  return f;
+}
 
 File File::open_read(const std::string& path, MPI_Comm comm) {
   File f;

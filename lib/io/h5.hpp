@@ -46,6 +46,9 @@ struct DatasetInfo {
 
 class File {
  public:
+  // Opens an existing file read-only through POSIX I/O (HDF5's sec2 driver), not collective: for
+  // files every rank reads its own parts of (checkpoints), where MPI-IO adds a layer per read.
+  static File open_read_local(const std::string& path);
   // Opens an existing file read-only (collective over comm). Errors name the path.
   static File open_read(const std::string& path, MPI_Comm comm);
   // Creates (truncates) a file for writing (collective over comm). Objects carry no timestamps,

@@ -27,7 +27,8 @@ Transformer::Transformer(CheckpointReader& ckpt, Backend& backend, ExpertStore& 
 
 void Transformer::reserve(int64_t max_seqs, int64_t max_tokens, int64_t max_len) {
   // One synthetic batch (empty on a rank with no work: the warm-up is collective too) of the largest shape sizes every
-  // slot exactly as score() will use it.
+  // slot exactly as score() will use it. It runs as the backend's sizing pass: the GEMMs, attention and LM head
+  // write zeros instead of computing, so reserving costs memory traffic, not a batch of FLOPs.
   TokenBatch batch;
   batch.num_seqs = max_seqs;
   batch.seq_offsets.resize(static_cast<std::size_t>(max_seqs + 1));
@@ -35,6 +36,11 @@ void Transformer::reserve(int64_t max_seqs, int64_t max_tokens, int64_t max_len)
   batch.seq_offsets[max_seqs] = max_tokens;
   batch.ids.assign(static_cast<std::size_t>(max_tokens), 0);
   std::vector<float> out(static_cast<std::size_t>(max_tokens));
+  struct SizingPass {
+    Backend& backend;
+    explicit SizingPass(Backend& b) : backend(b) { backend.set_sizing_pass(true); }
+    ~SizingPass() { backend.set_sizing_pass(false); }
+  } sizing(backend_);
   score(batch, out.data(), nullptr);
   for (auto& layer : moe_layers_)
     if (layer) layer->reset_stats();

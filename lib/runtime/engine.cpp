@@ -177,12 +177,14 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const std::string results_path =
       results_mode == ResultsMode::continue_in_place ? config.output : partial_path(config.output);
   const ModelConfig& model = ckpt->config();
+  // A belady trace's model is checked after loading, against the whole-model checksum (what
+  // results and traces store), which only the weights' reads make.
+  std::string traced_model;
+  bool bounded_cache = false;
   agree(world_comm, [&] {
-    const ExpertCacheSettings cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum());
-    // The keys are checked above so that run files can be written for it; the store that honours
-    // them needs the pipeline's leases and lands with them (issue 10).
-    MOE_CHECK(!cache.bounded, "moe.expert_cache.slots: '{}': the bounded expert store is not built yet; use 'all'",
-              config.moe.expert_cache.slots);
+    const ExpertCacheSettings cache = resolve_expert_cache(config, model, "", tokens->checksum());
+    if (cache.trace) traced_model = cache.trace->model_checksum;
+    bounded_cache = cache.bounded;
   });
   times.add("validate", now_seconds() - start);
 
@@ -236,8 +238,17 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const int64_t num_batches = (n + bsz - 1) / bsz;
   std::unique_ptr<ResultWriter> writer;
   agree(world_comm, [&] {
+    const std::string model_checksum = ckpt->model_checksum(world_comm);
+    MOE_CHECK(traced_model.empty() || traced_model == model_checksum,
+              "run file: 'moe.expert_cache.trace' {} traced another model (model_checksum {}, this model's {})",
+              config.moe.expert_cache.trace, traced_model, model_checksum);
+    // The keys are checked above so that run files can be written for it; the store that honours
+    // them needs the pipeline's leases and lands with them (issue 10). Checked here, after the
+    // trace's model, so that every key's error shows.
+    MOE_CHECK(!bounded_cache, "moe.expert_cache.slots: '{}': the bounded expert store is not built yet; use 'all'",
+              config.moe.expert_cache.slots);
     const ResultAttributes attrs{
-        ckpt->fingerprint(), tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
+        model_checksum, tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
     writer =
         std::make_unique<ResultWriter>(results_path, world_comm, *tokens, attrs, results_mode != ResultsMode::fresh);
   });

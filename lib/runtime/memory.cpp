@@ -1,8 +1,10 @@
 #include "runtime/memory.hpp"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <fstream>
+#include <limits>
 #include <string>
 
 namespace moe {
@@ -18,6 +20,11 @@ std::size_t peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<std::size_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+void reuse_freed_memory() {
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 }
 
 }  // namespace moe

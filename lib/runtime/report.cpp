@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "backend/cpu/gemm.hpp"
 #include "core/error.hpp"
 #include "runtime/memory.hpp"
 
@@ -59,6 +60,11 @@ nlohmann::json make_report(const ReportInputs& in) {
                  {"capacity_factor", in.config.moe.capacity_factor},
                  {"alltoall", alltoall_name(in.config.moe.alltoall)},
                  {"batch_size", in.config.batch_size}};
+
+  if (in.backend.name() == "cpu")  // which GEMM kernels ran (backend/cpu/gemm.hpp)
+    r["kernels"] = {{"cpu_flags", cpu::cpu_features().flags},
+                    {"f32_gemm", cpu::gemm_kernels().f32},
+                    {"bf16_gemm", cpu::gemm_kernels().bf16}};
 
   const double loop = max_over_ranks(world, in.loop_seconds);
   r["throughput"] = {{"tokens_per_second", loop > 0 ? static_cast<double>(in.num_tokens) / loop : 0.0},

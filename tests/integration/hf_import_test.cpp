@@ -131,14 +131,20 @@ TEST_P(HfImport, ScoresAsTransformersWould) {
       ref_scores.values[row + t] = t < lp.size() ? lp[t] : NAN;
   }
   const Diff vs_ref = compare(got, ref_scores);
-  EXPECT_LE(vs_ref.max, kTolerance) << "against the reference on the converted file";
+  // bf16 weights run bf16 GEMMs, whose inputs (the activations) are rounded to bf16 too: the
+  // mean is bounded like the rounding of the weights below (docs/models.md).
+  const bool bf16_compute = c.out_dtype == "bf16";
+  if (bf16_compute) {
+    EXPECT_LE(vs_ref.mean, kBf16RoundingRelative * vs_ref.mean_magnitude) << "bf16 compute against the reference";
+  } else {
+    EXPECT_LE(vs_ref.max, kTolerance) << "against the reference on the converted file";
+  }
   EXPECT_GT(vs_ref.compared, 50);
 
   // transformers' semantics, computed from the Hugging Face files themselves.
   const Diff vs_hf = compare(got, read_array(expected, "logprobs"));
-  const bool rounded = c.out_dtype == "bf16" && c.hf_dtype != "BF16";
-  if (rounded) {
-    EXPECT_LE(vs_hf.mean, kBf16RoundingRelative * vs_hf.mean_magnitude) << "bf16 rounding against the F32 model";
+  if (bf16_compute) {
+    EXPECT_LE(vs_hf.mean, kBf16RoundingRelative * vs_hf.mean_magnitude) << "bf16 weights and compute against HF";
   } else {
     EXPECT_LE(vs_hf.max, kTolerance) << "against the numpy forward of the Hugging Face files";
   }

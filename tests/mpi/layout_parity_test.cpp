@@ -6,6 +6,7 @@
 // reports also show that a rank's resident expert bytes shrink with the world size.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -42,14 +43,17 @@ std::vector<Layout> all_layouts() {
 class LayoutParity : public testing::TestWithParam<std::string> {};
 
 TEST_P(LayoutParity, EveryLayoutGivesOneRanksAnswer) {
-  const std::string family = GetParam();
-  ScratchDir dir("parity-" + family);
+  // "family" or "family-bf16" (bf16 weights: bf16 GEMMs, the same answer in every layout too).
+  const std::string param = GetParam();
+  const std::string family = param.substr(0, param.find('-'));
+  const std::string dtype = param.find("-bf16") != std::string::npos ? "bf16" : "f32";
+  ScratchDir dir("parity-" + param);
   std::random_device rd;
   const unsigned model_seed = rd(), token_seed = rd();
   SCOPED_TRACE("model seed " + std::to_string(model_seed) + ", token seed " + std::to_string(token_seed));
   const std::string model = dir.file("model.h5"), tokens = dir.file("tokens.h5");
   auto r = run_command(program("moe-synth") + " model " + input_file("models/" + family + "-tiny.yaml") + " " + model +
-                       " --seed " + std::to_string(model_seed));
+                       " --seed " + std::to_string(model_seed) + " --dtype " + dtype);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // 11 sequences in batches of 2: 6 batches, the last one short; empty sequences included.
   r = run_command(program("moe-synth") + " tokens " + tokens + " --vocab 512 --num-seqs 11 --min-len 0 --max-len 40 " +
@@ -105,11 +109,16 @@ TEST_P(LayoutParity, EveryLayoutGivesOneRanksAnswer) {
       EXPECT_GT(messages, 0.0);
     }
   }
-  std::printf("%s: worst max |d logprob| over %zu layouts: %.3g\n", family.c_str(), all_layouts().size(), worst);
+  std::printf("%s: worst max |d logprob| over %zu layouts: %.3g\n", param.c_str(), all_layouts().size(), worst);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, LayoutParity, testing::Values("mixtral", "qwen2moe", "prmoe", "olmoe"),
-                         [](const testing::TestParamInfo<std::string>& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Families, LayoutParity,
+                         testing::Values("mixtral", "qwen2moe", "prmoe", "olmoe", "mixtral-bf16"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace moe::test

@@ -201,8 +201,10 @@ TEST_P(CpuLinearTest, MatchesReference) {
                   in, stride};
   backend_.linear(dx.as<float>(), m, view, dy.as<float>(), p.beta);
 
-  Vec want = ref::linear(to_double(x), w, out, in);
-  Vec scale = ref::linear(abs_of(to_double(x)), abs_of(w), out, in);
+  // bf16 weights: the activations are rounded to bf16 at the GEMM input too.
+  const std::vector<float> xs = p.dtype == DType::bf16 ? bf16_rounded(x) : x;
+  Vec want = ref::linear(to_double(xs), w, out, in);
+  Vec scale = ref::linear(abs_of(to_double(xs)), abs_of(w), out, in);
   if (p.beta != 0.0f) {
     for (std::size_t i = 0; i < want.size(); ++i) {
       want[i] += p.beta * y0[i];
@@ -223,11 +225,12 @@ INSTANTIATE_TEST_SUITE_P(Cases, CpuLinearTest,
                                   (info.param.strided ? "_strided" : "_dense");
                          });
 
-// bf16 weights are widened a panel of rows at a time (about 1M elements): a matrix larger than
-// one panel checks that every panel lands in its own columns of y, and beta applies to each.
-TEST_F(CpuBackendTest, LinearBf16AcrossSeveralWideningPanels) {
+// bf16 GEMMs go through in chunks of rows (512, the last padded to a multiple of 32) and, in
+// the fallback, panels of widened weight rows: a product larger than one of each checks that
+// every block lands in its own rows and columns of y, and beta applies to each.
+TEST_F(CpuBackendTest, LinearBf16AcrossSeveralBlocks) {
   SCOPED_TRACE(seed_trace());
-  const int64_t m = 7, in = 2048, out = 1100;  // panels of 512 rows: 512 + 512 + 76
+  const int64_t m = 545, in = 1024, out = 1100;
   const auto x = random(static_cast<std::size_t>(m * in));
   const auto full = random(static_cast<std::size_t>(out * in));
   const auto y0 = random(static_cast<std::size_t>(m * out));
@@ -238,13 +241,42 @@ TEST_F(CpuBackendTest, LinearBf16AcrossSeveralWideningPanels) {
     SCOPED_TRACE("beta = " + std::to_string(beta));
     DeviceBuffer dy = upload(beta == 0.0f ? std::vector<float>(y0.size(), kNaN) : y0);
     backend_.linear(dx.as<float>(), m, WeightView{dw.data(), DType::bf16, out, in, in}, dy.as<float>(), beta);
-    Vec want = ref::linear(to_double(x), w, out, in);
-    Vec scale = ref::linear(abs_of(to_double(x)), abs_of(w), out, in);
+    const Vec xs = to_double(bf16_rounded(x));  // the activations are rounded at the GEMM input
+    Vec want = ref::linear(xs, w, out, in);
+    Vec scale = ref::linear(abs_of(xs), abs_of(w), out, in);
     for (std::size_t i = 0; i < want.size(); ++i) {
       want[i] += beta * y0[i];
       scale[i] += std::abs(beta * y0[i]);
     }
     expect_close(download<float>(dy, y0.size()), want, kRtol, 0.0, "linear bf16 panels", &scale);
+  }
+}
+
+// The sizing pass packs bf16 weights into oneDNN's layout (once); later products read the packed
+// copy, and freeing the buffer drops it, so new weights at the same address are not mistaken for
+// the old ones.
+TEST_F(CpuBackendTest, LinearBf16WithWeightsPackedBySizingPass) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t m = 70, in = 96, out = 64;
+  const auto x = random(static_cast<std::size_t>(m * in));
+  const Vec xs = to_double(bf16_rounded(x));
+  DeviceBuffer dx = upload(x);
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const auto full = random(static_cast<std::size_t>(out * in));
+    DeviceBuffer dw = upload(to_bf16(full));
+    DeviceBuffer dy = upload(std::vector<float>(static_cast<std::size_t>(m * out), kNaN));
+    const WeightView view{dw.data(), DType::bf16, out, in, in};
+    if (round == 0) {  // only the first weights are packed; the second reuse the freed address
+      backend_.set_sizing_pass(true);
+      backend_.linear(dx.as<float>(), m, view, dy.as<float>(), 0.0f);
+      backend_.set_sizing_pass(false);
+    }
+    backend_.linear(dx.as<float>(), m, view, dy.as<float>(), 0.0f);
+    const Vec w = to_double(bf16_rounded(full));
+    const Vec scale = ref::linear(abs_of(xs), abs_of(w), out, in);
+    expect_close(download<float>(dy, static_cast<std::size_t>(m * out)), ref::linear(xs, w, out, in), kRtol, 0.0,
+                 "linear bf16 packed", &scale);
   }
 }
 
@@ -284,9 +316,10 @@ TEST_F(CpuBackendTest, GroupedLinearSkipsEmptyGroups) {
   backend_.grouped_linear(dx.as<float>(), offsets.data(), num_groups, views.data(), dy.as<float>());
   const auto y = download<float>(dy, y_init.size());
 
-  const Vec xd = to_double(x);
   for (int64_t g = 0; g < num_groups; ++g) {
     if (sizes[g] == 0) continue;
+    // A bf16 group's rows are rounded to bf16 at its GEMM input.
+    const Vec xd = to_double(views[g].dtype == DType::bf16 ? bf16_rounded(x) : x);
     SCOPED_TRACE("group " + std::to_string(g));
     const auto rows = std::span<const double>(xd).subspan(static_cast<std::size_t>(offsets[g] * in),
                                                           static_cast<std::size_t>(sizes[g] * in));
@@ -689,6 +722,7 @@ TEST_P(CpuLmHeadTest, LogsumexpAndTargetLogitAcrossTiles) {
   const auto h = random(static_cast<std::size_t>(m * d));
   const auto head = random(static_cast<std::size_t>(v * stride));
   const std::vector<float> seen = p.dtype == DType::bf16 ? bf16_rounded(head) : head;
+  const std::vector<float> h_seen = p.dtype == DType::bf16 ? bf16_rounded(h) : h;  // rounded at the GEMM input
 
   auto targets = random_ids(static_cast<std::size_t>(m), 0, static_cast<int32_t>(vocab_total - 1));
   // Edges: first and last of the slice, either side of it, and inside the second vocab tile.
@@ -721,7 +755,7 @@ TEST_P(CpuLmHeadTest, LogsumexpAndTargetLogitAcrossTiles) {
     double mx = -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j < v; ++j) {
       double dot = 0.0;
-      for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(h[i * d + c]) * seen[j * stride + c];
+      for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(h_seen[i * d + c]) * seen[j * stride + c];
       logits[j] = dot;
       mx = std::max(mx, dot);
     }
@@ -738,7 +772,7 @@ TEST_P(CpuLmHeadTest, LogsumexpAndTargetLogitAcrossTiles) {
     }
     ++inside;
     double mag = 0.0;
-    for (int64_t c = 0; c < d; ++c) mag += std::abs(static_cast<double>(h[i * d + c]) * seen[local * stride + c]);
+    for (int64_t c = 0; c < d; ++c) mag += std::abs(static_cast<double>(h_seen[i * d + c]) * seen[local * stride + c]);
     EXPECT_NEAR(target_logit[i], logits[local], kRtol * mag) << "target logit of row " << i;
     // What the caller makes of the two: log p(target) over the slice.
     EXPECT_NEAR(target_logit[i] - lse[i], ref::log_softmax_at(logits, static_cast<std::size_t>(local)),

@@ -11,6 +11,7 @@
 #include <new>
 #include <vector>
 
+#include "backend/cpu/gemm.hpp"
 #include "backend/elementwise.hpp"
 #include "core/error.hpp"
 
@@ -28,66 +29,70 @@ const uint16_t* bf16_row(const WeightView& w, int64_t row) {
   return static_cast<const uint16_t*>(w.data) + row * w.stride;
 }
 
-// Widens rows [row_begin, row_begin + rows) of a bf16 weight into a dense f32 panel.
-void widen_bf16_rows(const WeightView& w, int64_t row_begin, int64_t rows, float* panel) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint16_t* src = bf16_row(w, row_begin + r);
-    float* dst = panel + r * w.cols;
-    for (int64_t c = 0; c < w.cols; ++c) dst[c] = bf16_to_float(src[c]);
-  }
-}
-
 }  // namespace
 
 void* CpuBackend::raw_alloc(std::size_t bytes) {
   const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   void* ptr = std::aligned_alloc(kAlignment, rounded);
   if (!ptr) fail("cpu backend: out of memory allocating {} bytes", bytes);
+  std::lock_guard<std::mutex> lock(sizes_mutex_);
+  sizes_[ptr] = bytes;
   return ptr;
 }
 
 void CpuBackend::raw_free(void* ptr) {
+  {
+    std::lock_guard<std::mutex> lock(sizes_mutex_);
+    const auto it = sizes_.find(ptr);
+    if (it != sizes_.end()) {
+      cpu::forget_bf16_weights(ptr, it->second);  // packed copies of weights in this buffer
+      sizes_.erase(it);
+    }
+  }
   std::free(ptr);
 }
 
+bool CpuBackend::owns(const void* ptr) {
+  std::lock_guard<std::mutex> lock(sizes_mutex_);
+  auto it = sizes_.upper_bound(const_cast<void*>(ptr));
+  if (it == sizes_.begin()) return false;
+  --it;
+  return static_cast<const char*>(ptr) < static_cast<const char*>(it->first) + it->second;
+}
+
 void CpuBackend::copy_to_device(void* dst, const void* host_src, std::size_t bytes) {
+  cpu::forget_bf16_weights(dst, bytes);  // new contents: no packed copy of the old ones
   if (bytes) std::memcpy(dst, host_src, bytes);
 }
 void CpuBackend::copy_to_host(void* host_dst, const void* src, std::size_t bytes) {
   if (bytes) std::memcpy(host_dst, src, bytes);
 }
 void CpuBackend::copy(void* dst, const void* src, std::size_t bytes) {
+  cpu::forget_bf16_weights(dst, bytes);
   if (bytes) std::memmove(dst, src, bytes);
 }
 
 void CpuBackend::linear(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
   if (m == 0 || w.rows == 0) return;
-  if (w.dtype == DType::f32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w.rows),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), static_cast<const float*>(w.data),
-                static_cast<int>(w.stride), beta, y, static_cast<int>(w.rows));
+  if (sizing_pass()) {
+    if (w.dtype == DType::bf16) cpu::prepare_bf16(m, w, owns(w.data));
+    if (beta == 0.0f) std::memset(y, 0, sizeof(float) * static_cast<std::size_t>(m * w.rows));
     return;
   }
-  // bf16: widen a panel of rows at a time (about 4 MiB), then one sgemm per panel, so the
-  // accumulation is fp32 and the widened copy stays cache-sized. The panel buffer is reused
-  // across calls: after the first batch this path does not allocate.
-  thread_local std::vector<float> panel;
-  const int64_t panel_rows = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(w.cols, 1), 1, w.rows);
-  panel.resize(static_cast<std::size_t>(panel_rows * w.cols));
-  for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
-    const int64_t rows = std::min(panel_rows, w.rows - r0);
-    widen_bf16_rows(w, r0, rows, panel.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), panel.data(), static_cast<int>(w.cols),
-                beta, y + r0, static_cast<int>(w.rows));
-  }
+  if (w.dtype == DType::f32)
+    cpu::gemm_f32(x, m, w, y, beta);
+  else
+    cpu::gemm_bf16(x, m, w, y, beta, owns(w.data));
 }
 
 void CpuBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
                                 float* y) {
   for (int64_t g = 0; g < num_groups; ++g) {
     const int64_t rows = offsets[g + 1] - offsets[g];
+    // The sizing pass sends every token to the lowest expert ids: the other experts' bf16
+    // weights are prepared (packed) here.
+    if (rows == 0 && sizing_pass() && weights[g].dtype == DType::bf16)
+      cpu::prepare_bf16(0, weights[g], owns(weights[g].data));
     if (rows == 0) continue;
     linear(x + offsets[g] * weights[g].cols, rows, weights[g], y + offsets[g] * weights[g].rows, 0.0f);
   }
@@ -185,25 +190,35 @@ void CpuBackend::embed(const int32_t* ids, int64_t m, const WeightView& table, i
 }
 
 std::size_t CpuBackend::attention_scratch_bytes(int64_t max_len) const {
-  return sizeof(float) * static_cast<std::size_t>(kAttentionTile) * static_cast<std::size_t>(max_len);
+  // One score block per OpenMP thread.
+  return sizeof(float) * static_cast<std::size_t>(kAttentionTile) * static_cast<std::size_t>(max_len) *
+         static_cast<std::size_t>(omp_get_max_threads());
 }
 
 // Per (sequence, head, tile of kAttentionTile queries): scores = Q_tile K^T over the keys the tile
-// can see (one sgemm), causal mask + softmax per row (OpenMP), out = P V (one sgemm). The
-// masked upper triangle of the diagonal block is computed and discarded: GEMM throughput beats
-// exact causal loops by far at these sizes. Scratch: one [tile, max_len] score block.
+// can see (one sgemm), causal mask + softmax per row, out = P V (one sgemm). The masked upper
+// triangle of the diagonal block is computed and discarded: GEMM throughput beats exact causal
+// loops by far at these sizes. The (sequence, head) pairs go to the OpenMP threads, each with its
+// own [tile, max_len] score block and single-threaded GEMMs: one parallel region per call, not
+// several per tile (a barrier per small GEMM costs more than the GEMM on a busy node).
 void CpuBackend::causal_attention(const float* q, const float* k, const float* v, float* out,
-                                  const int64_t* seq_offsets, int64_t num_seqs, int64_t /*max_len*/, int64_t heads,
+                                  const int64_t* seq_offsets, int64_t num_seqs, int64_t max_len, int64_t heads,
                                   int64_t kv_heads, int64_t head_dim, void* scratch) {
   const int64_t group = heads / kv_heads;
   const auto q_stride = static_cast<int>(heads * head_dim);
   const auto kv_stride = static_cast<int>(kv_heads * head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  auto* scores = static_cast<float*>(scratch);
+  if (sizing_pass()) {
+    std::memset(out, 0, sizeof(float) * static_cast<std::size_t>(seq_offsets[num_seqs] * q_stride));
+    return;
+  }
+  const int64_t block = kAttentionTile * max_len;
+#pragma omp parallel for collapse(2) schedule(dynamic)
   for (int64_t s = 0; s < num_seqs; ++s) {
-    const int64_t begin = seq_offsets[s];
-    const int64_t len = seq_offsets[s + 1] - begin;
     for (int64_t h = 0; h < heads; ++h) {
+      float* scores = static_cast<float*>(scratch) + omp_get_thread_num() * block;
+      const int64_t begin = seq_offsets[s];
+      const int64_t len = seq_offsets[s + 1] - begin;
       const float* kh = k + begin * kv_stride + (h / group) * head_dim;
       const float* vh = v + begin * kv_stride + (h / group) * head_dim;
       for (int64_t t0 = 0; t0 < len; t0 += kAttentionTile) {
@@ -214,7 +229,6 @@ void CpuBackend::causal_attention(const float* q, const float* k, const float* v
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys),
                     static_cast<int>(head_dim), scale, qt, q_stride, kh, kv_stride, 0.0f, scores,
                     static_cast<int>(keys));
-#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < rows; ++i) {
           float* row = scores + i * keys;
           const int64_t visible = t0 + i + 1;
@@ -293,6 +307,21 @@ void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& 
                                    const int32_t* targets, double* lse, float* target_logit, void* scratch) {
   float* logits = static_cast<float*>(scratch);
   const int64_t d = head.cols;
+  if (sizing_pass()) {
+    // The bf16 kernels and packed weights of every vocabulary tile, for full and last row tiles.
+    if (head.dtype == DType::bf16)
+      for (int64_t v0 = 0; v0 < head.rows; v0 += lm_head_tile_vocab) {
+        WeightView tile = head;
+        tile.data =
+            static_cast<const char*>(head.data) + v0 * head.stride * static_cast<int64_t>(dtype_size(head.dtype));
+        tile.rows = std::min(lm_head_tile_vocab, head.rows - v0);
+        for (const int64_t rows : {std::min(m, lm_head_tile_rows), m % lm_head_tile_rows})
+          cpu::prepare_bf16(rows, tile, owns(tile.data));
+      }
+    std::fill(lse, lse + m, 0.0);
+    std::fill(target_logit, target_logit + m, 0.0f);
+    return;
+  }
   for (int64_t r0 = 0; r0 < m; r0 += lm_head_tile_rows) {
     const int64_t rows = std::min(lm_head_tile_rows, m - r0);
     for (int64_t i = 0; i < rows; ++i) {

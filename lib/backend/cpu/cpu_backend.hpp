@@ -1,6 +1,9 @@
 #pragma once
 // The CPU backend: BLAS (OpenBLAS) for the GEMMs, OpenMP for everything row-parallel. It is the
 // reference every other backend is tested against.
+#include <map>
+#include <mutex>
+
 #include "backend/backend.hpp"
 
 namespace moe {
@@ -44,6 +47,12 @@ class CpuBackend final : public Backend {
  protected:
   void* raw_alloc(std::size_t bytes) override;
   void raw_free(void* ptr) override;
+
+ private:
+  // Whether ptr lies in a live buffer of this backend (bf16 weights there are packed once).
+  bool owns(const void* ptr);
+  std::mutex sizes_mutex_;
+  std::map<void*, std::size_t> sizes_;  // live buffers: freeing one drops its packed bf16 weights
 };
 
 }  // namespace moe

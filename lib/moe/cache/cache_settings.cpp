@@ -43,7 +43,7 @@ ExpertCacheSettings resolve_expert_cache(const RunConfig& config, const ModelCon
   MOE_CHECK(trace.input_checksum == input_checksum,
             "{}: 'moe.expert_cache.trace' {} traced another input (input_checksum {}, this input's {})", source,
             key.trace, trace.input_checksum, input_checksum);
-  MOE_CHECK(trace.model_checksum == model_checksum,
+  MOE_CHECK(model_checksum.empty() || trace.model_checksum == model_checksum,
             "{}: 'moe.expert_cache.trace' {} traced another model (model_checksum {}, this model's {})", source,
             key.trace, trace.model_checksum, model_checksum);
   MOE_CHECK(trace.batch_size == config.batch_size,

@@ -24,7 +24,8 @@ struct ExpertCacheSettings {
 int64_t cache_slots_for(const CacheSlots& slots, int64_t num_experts);
 
 // Checks moe.expert_cache.* (source: the run file, for messages). input_checksum and
-// model_checksum identify this run's input and model; a belady trace must come from both.
+// model_checksum identify this run's input and model; a belady trace must come from both (an
+// empty model_checksum: the caller checks the model itself, as moe-score does after loading).
 ExpertCacheSettings resolve_expert_cache(const RunConfig& config, const ModelConfig& model,
                                          const std::string& model_checksum, const std::string& input_checksum,
                                          const std::string& source = "run file");
