@@ -69,19 +69,31 @@ HostTensor CheckpointReader::read(const std::string& name, const std::vector<int
   t.shape = count;
   const int64_t n = product(count);
   t.bytes.resize(static_cast<std::size_t>(n) * dtype_size(t.dtype));
+  float max_abs = 0;
   if (t.dtype == DType::f32) {
     auto* data = reinterpret_cast<float*>(t.bytes.data());
     file_.read<float>(name, offset, count, data);
-    for (int64_t i = 0; i < n; ++i)
+    for (int64_t i = 0; i < n; ++i) {
       MOE_CHECK(std::isfinite(data[i]), "{}: dataset '{}' holds a non-finite value ({}) at {}", path(), name, data[i],
                 index_text(i, offset, count));
+      max_abs = std::max(max_abs, std::fabs(data[i]));
+    }
   } else {
     auto* data = reinterpret_cast<uint16_t*>(t.bytes.data());
     file_.read<uint16_t>(name, offset, count, data);
-    for (int64_t i = 0; i < n; ++i)
+    uint16_t max_bits = 0;  // bf16 magnitudes order like their bits without the sign
+    for (int64_t i = 0; i < n; ++i) {
       MOE_CHECK((data[i] & 0x7f80u) != 0x7f80u, "{}: dataset '{}' holds a non-finite bf16 value ({}) at {}", path(),
                 name, bf16_to_float(data[i]), index_text(i, offset, count));
+      max_bits = std::max<uint16_t>(max_bits, data[i] & 0x7fffu);
+    }
+    max_abs = bf16_to_float(max_bits);
   }
+  if (max_abs > kLargestPlausibleWeight)
+    warnings_.push_back(
+        fmt::format("{}: dataset '{}' holds a weight of magnitude {:.3g} (above {:.0e}): activations "
+                    "may overflow float32",
+                    path(), name, max_abs, kLargestPlausibleWeight));
   hash_.update(name.data(), name.size());
   hash_.update(t.bytes.data(), t.bytes.size());
   return t;
