@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -42,8 +43,8 @@ std::string read_small_file(const std::string& path, std::size_t max_bytes, cons
   MOE_CHECK(::fstat(fd, &st) == 0 && S_ISREG(st.st_mode), "{}: {} is not a regular file", path, what);
   MOE_CHECK(static_cast<std::size_t>(st.st_size) <= max_bytes, "{}: {} is {} bytes, more than the limit of {} bytes",
             path, what, st.st_size, max_bytes);
-  // Read at most max_bytes + 1 whatever the size said, so a file that grows cannot pass the limit.
-  std::string text(max_bytes + 1, '\0');
+  // Read at most size + 1 bytes: a file that grew since fstat fails the check below.
+  std::string text(std::min(static_cast<std::size_t>(st.st_size), max_bytes) + 1, '\0');
   std::size_t got = 0;
   while (got < text.size()) {
     const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
@@ -52,7 +53,7 @@ std::string read_small_file(const std::string& path, std::size_t max_bytes, cons
     if (n == 0) break;
     got += static_cast<std::size_t>(n);
   }
-  MOE_CHECK(got <= max_bytes, "{}: {} is larger than the limit of {} bytes", path, what, max_bytes);
+  MOE_CHECK(got < text.size(), "{}: {} grew while it was read (the limit is {} bytes)", path, what, max_bytes);
   text.resize(got);
   return text;
 }
