@@ -211,7 +211,8 @@ ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& so
   AttrMap attrs{{"format", std::string(kFormat)}, {"format_version", kFormatVersion}};
   std::set<std::string> seen;
   for (const auto& item : node) {
-    const std::string key = item.first.as<std::string>();
+    MOE_CHECK(item.first.IsScalar(), "{}: keys must be plain names, not lists or mappings", source);
+    const std::string key = item.first.Scalar();
     MOE_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", source, key);
     attrs[key] = yaml_to_attr(item.second, key, source);
   }

@@ -55,7 +55,9 @@ void check_entry(const std::string& key, const YAML::Node& value, const std::str
 void reject_unknown_keys(const YAML::Node& node, const std::string& prefix, const std::string& source) {
   std::set<std::string> seen;
   for (const auto& item : node) {
-    const std::string key = prefix + item.first.as<std::string>();
+    MOE_CHECK(item.first.IsScalar(), "{}: keys must be plain names (found a list or mapping as a key under '{}')",
+              source, prefix);
+    const std::string key = prefix + item.first.Scalar();
     MOE_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", source, key);
     check_entry(key, item.second, source);
   }

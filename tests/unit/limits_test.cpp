@@ -81,6 +81,16 @@ TEST(RunFileLimits, NumbersOutOfRangeAreRefusedNotWrappedOrCrashing) {
   EXPECT_EQ(d.on_nonfinite, NonFiniteAction::stop);
 }
 
+// Found by fuzz/run_file_fuzz: a list as a key escaped as a yaml-cpp exception.
+TEST(RunFileLimits, KeysThatAreNotNamesAreRefused) {
+  EXPECT_THAT(error_of([] { RunConfig::parse("model: m.h5\n[]: 1\n", "run.yaml", {}); }),
+              HasSubstr("run.yaml: keys must be plain names"));
+  EXPECT_THAT(error_of([] { RunConfig::parse("moe:\n  {a: 1}: 2\n", "run.yaml", {}); }),
+              HasSubstr("keys must be plain names"));
+  EXPECT_THAT(error_of([] { ModelConfig::from_yaml(YAML::Load("[1]: 2\n"), "m.yaml"); }),
+              HasSubstr("m.yaml: keys must be plain names"));
+}
+
 TEST(InputFiles, FoldersAndFifosAreRefusedWithoutBlocking) {
   ScratchDir dir("fifo");
   EXPECT_THAT(error_of([&] { RunConfig::load(dir.path().string(), {}); }),
