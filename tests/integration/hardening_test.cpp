@@ -58,6 +58,14 @@ class Hardening : public testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   static std::string base(const std::string& name) { return base_->file(name); }
+  // A run of the tiny model with room for `max_positions` over tokens made by `token_args`.
+  static std::string long_run(const ScratchDir& dir, int max_positions, const std::string& token_args,
+                              const std::string& extra) {
+    synth(" model " + input_file("models/mixtral-tiny.yaml") + " " + dir.file("long.h5") +
+          " --set max_positions=" + std::to_string(max_positions));
+    synth(" tokens " + dir.file("long_tokens.h5") + " --vocab 512 " + token_args);
+    return write_run_file(dir, dir.file("long.h5"), dir.file("long_tokens.h5"), dir.file("out.h5"), extra);
+  }
 
   // A refusal: exit 1, one "PROGRAM: error:" line holding `expected`, no crash, and a peak RSS
   // under the limit.
@@ -247,10 +255,8 @@ TEST_F(Hardening, MarkModeGivesNaNScoresOnlyToAffectedSequencesAndListsThem) {
 
 TEST_F(Hardening, StopSignalEndsALongStepWithinSeconds) {
   ScratchDir dir("longstep");
-  synth(" model " + input_file("models/mixtral-tiny.yaml") + " " + dir.file("long.h5") + " --set max_positions=100000");
-  synth(" tokens " + dir.file("long_tokens.h5") + " --vocab 512 --num-seqs 2 --min-len 30000 --max-len 30000");
-  const std::string run = write_run_file(dir, dir.file("long.h5"), dir.file("long_tokens.h5"), dir.file("out.h5"),
-                                         "batch_size: 1\nthreads: 1\n");
+  const std::string run =
+      long_run(dir, 100000, "--num-seqs 2 --min-len 30000 --max-len 30000", "batch_size: 1\nthreads: 1\n");
   const auto start = std::chrono::steady_clock::now();
   // One sequence of 30000 tokens: its attention takes minutes here; SIGTERM arrives inside it.
   const CommandResult r = run_command("timeout 120 bash -c '" + program("moe-score") + " " + run +
@@ -264,10 +270,8 @@ TEST_F(Hardening, StopSignalEndsALongStepWithinSeconds) {
 
 TEST_F(Hardening, WatchdogEndsTheJobWhenARankIsStopped) {
   ScratchDir dir("watchdog");
-  synth(" model " + input_file("models/mixtral-tiny.yaml") + " " + dir.file("long.h5") + " --set max_positions=4096");
-  synth(" tokens " + dir.file("many.h5") + " --vocab 512 --num-seqs 400 --min-len 500 --max-len 500");
-  const std::string run = write_run_file(dir, dir.file("long.h5"), dir.file("many.h5"), dir.file("out.h5"),
-                                         "batch_size: 2\nwatchdog_seconds: 3\n");
+  const std::string run =
+      long_run(dir, 4096, "--num-seqs 400 --min-len 500 --max-len 500", "batch_size: 2\nwatchdog_seconds: 3\n");
   const auto start = std::chrono::steady_clock::now();
   // SIGSTOP one rank 3 s in; its peers wait in the next collective until their watchdogs fire.
   const CommandResult r =
