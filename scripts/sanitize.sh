@@ -10,8 +10,9 @@ cmake --preset sanitize >/dev/null
 cmake --build --preset sanitize
 source scripts/mpi_env.sh
 # halt_on_error + exitcode: a report ends the program with a failure the test sees. Leaks in
+# MPI's libraries are only recognised with full unwinding (they have no frame pointers). Leaks in
 # MPI's and HDF5's own start-up are not ours (scripts/lsan.supp).
-export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:abort_on_error=0:exitcode=86:detect_odr_violation=0"
+export ASAN_OPTIONS="fast_unwind_on_malloc=0:halt_on_error=1:detect_leaks=1:abort_on_error=0:exitcode=86:detect_odr_violation=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
 export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
 export OMPI_MCA_mca_component_disable_dlclose=1  # so that leaks in MPI components are named (lsan.supp)
