@@ -96,6 +96,19 @@ void validate(const ModelConfig& c, const std::string& source) {
   positive("head_dim", c.head_dim);
   positive("max_positions", c.max_positions);
   positive("top_k", c.top_k);
+  auto at_most = [&](const char* key, int64_t v, int64_t limit) {
+    MOE_CHECK(v <= limit, "{}: '{}' is {}, more than the limit of {}", source, key, v, limit);
+  };
+  at_most("num_layers", c.num_layers, kMaxLayers);
+  at_most("hidden_size", c.hidden_size, kMaxDimension);
+  at_most("num_heads", c.num_heads, kMaxDimension);
+  at_most("head_dim", c.head_dim, kMaxDimension);
+  at_most("num_heads * head_dim", c.num_heads * c.head_dim, kMaxDimension);
+  at_most("num_kv_heads", c.num_kv_heads, c.num_heads);
+  at_most("dense_ffn", c.dense_ffn, kMaxDimension);
+  at_most("expert_ffn", c.expert_ffn, kMaxDimension);
+  at_most("shared_ffn", c.shared_ffn, kMaxDimension);
+  at_most("max_positions", c.max_positions, kMaxPositions);
   MOE_CHECK(c.vocab_size <= INT32_MAX, "{}: vocab_size {} does not fit token ids (int32)", source, c.vocab_size);
   MOE_CHECK(c.num_heads % c.num_kv_heads == 0, "{}: num_heads {} is not a multiple of num_kv_heads {}", source,
             c.num_heads, c.num_kv_heads);
@@ -112,12 +125,19 @@ void validate(const ModelConfig& c, const std::string& source) {
   for (std::size_t i = 0; i < c.layer_num_experts.size(); ++i) {
     const int64_t e = c.layer_num_experts[i];
     MOE_CHECK(e >= 0, "{}: layer_num_experts[{}] is negative ({})", source, i, e);
+    MOE_CHECK(e <= kMaxExpertsPerLayer, "{}: layer_num_experts[{}] is {}, more than the limit of {}", source, i, e,
+              kMaxExpertsPerLayer);
     MOE_CHECK(e == 0 || e >= c.top_k, "{}: layer {} has {} experts, fewer than top_k {}", source, i, e, c.top_k);
     any_dense = any_dense || e == 0;
     any_moe = any_moe || e > 0;
   }
   if (any_dense) positive("dense_ffn", c.dense_ffn);
   if (any_moe) positive("expert_ffn", c.expert_ffn);
+  // Every size above is bounded, so this sum of products cannot overflow int64 (each term is below
+  // 2^16 x 2^21 x 2^20); the limit keeps every tensor's element count far inside int64 too.
+  const double params = static_cast<double>(c.parameter_count());
+  MOE_CHECK(params <= kMaxParameters, "{}: the architecture has {:.3g} parameters, more than the limit of {:.0e}",
+            source, params, kMaxParameters);
   MOE_CHECK(!c.qk_norm || c.norm == NormKind::rmsnorm, "{}: 'qk_norm' needs norm = rmsnorm", source);
   MOE_CHECK(c.shared_ffn >= 0, "{}: 'shared_ffn' must be >= 0, got {}", source, c.shared_ffn);
   MOE_CHECK(c.shared_gate == SharedGateKind::none || c.shared_ffn > 0,
@@ -191,7 +211,8 @@ ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& so
   AttrMap attrs{{"format", std::string(kFormat)}, {"format_version", kFormatVersion}};
   std::set<std::string> seen;
   for (const auto& item : node) {
-    const std::string key = item.first.as<std::string>();
+    MOE_CHECK(item.first.IsScalar(), "{}: keys must be plain names, not lists or mappings", source);
+    const std::string key = item.first.Scalar();
     MOE_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", source, key);
     attrs[key] = yaml_to_attr(item.second, key, source);
   }
@@ -214,8 +235,10 @@ ModelConfig ModelConfig::from_yaml(const YAML::Node& node, const std::string& so
               "{}: missing integer 'num_layers'", source);
     MOE_CHECK(every > 0, "{}: 'moe_every' must be positive, got {}", source, every);
     MOE_CHECK(first_dense >= 0, "{}: 'first_dense' must be >= 0, got {}", source, first_dense);
+    const int64_t layers = std::get<int64_t>(layers_it->second);
+    MOE_CHECK(layers <= kMaxLayers, "{}: 'num_layers' is {}, more than the limit of {}", source, layers, kMaxLayers);
     std::vector<int64_t> layout;
-    for (int64_t i = 0; i < std::get<int64_t>(layers_it->second); ++i)
+    for (int64_t i = 0; i < layers; ++i)
       layout.push_back(i >= first_dense && (i - first_dense + 1) % every == 0 ? experts : 0);
     attrs["layer_num_experts"] = layout;
   }
@@ -261,21 +284,23 @@ int64_t ModelConfig::parameter_count() const {
   const int64_t d = hidden_size;
   const int64_t norm_params = norm == NormKind::layernorm ? 2 * d : d;
   auto mlp = [&](int64_t ffn) { return (mlp_in_rows(ffn) + ffn) * d; };
-  int64_t total = vocab_size * d * (tie_embeddings ? 1 : 2) + norm_params;
+  // Summed in double: per-layer terms are bounded by validate(), their sum over layers need not be.
+  double total = static_cast<double>(vocab_size * d * (tie_embeddings ? 1 : 2) + norm_params);
   if (position == PositionKind::learned) total += max_positions * d;
   for (int64_t i = 0; i < num_layers; ++i) {
-    total += 2 * norm_params;
-    total += (num_heads + 2 * num_kv_heads) * head_dim * d + d * num_heads * head_dim;
-    if (qkv_bias) total += (num_heads + 2 * num_kv_heads) * head_dim;
-    if (qk_norm) total += (num_heads + num_kv_heads) * head_dim;
+    total += static_cast<double>(2 * norm_params);
+    total += static_cast<double>((num_heads + 2 * num_kv_heads) * head_dim * d + d * num_heads * head_dim);
+    if (qkv_bias) total += static_cast<double>((num_heads + 2 * num_kv_heads) * head_dim);
+    if (qk_norm) total += static_cast<double>((num_heads + num_kv_heads) * head_dim);
     if (!is_moe_layer(i)) {
-      total += mlp(dense_ffn);
+      total += static_cast<double>(mlp(dense_ffn));
       continue;
     }
-    total += num_experts(i) * d + num_experts(i) * mlp(expert_ffn);
-    if (shared_ffn > 0) total += mlp(shared_ffn) + (shared_gate == SharedGateKind::sigmoid ? d : 0);
+    total += static_cast<double>(num_experts(i) * d + num_experts(i) * mlp(expert_ffn));
+    if (shared_ffn > 0)
+      total += static_cast<double>(mlp(shared_ffn) + (shared_gate == SharedGateKind::sigmoid ? d : 0));
   }
-  return total;
+  return total < 9e18 ? static_cast<int64_t>(total) : INT64_MAX;
 }
 
 }  // namespace moe

@@ -18,6 +18,14 @@ enum class PositionKind { rope, learned };
 enum class ActivationKind { swiglu, gelu };
 enum class SharedGateKind { none, sigmoid };
 
+// Limits far above any published model, so that a tiny hostile file cannot make the program
+// allocate or loop without bound before anything is read (docs/formats.md lists them).
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxExpertsPerLayer = 65536;
+inline constexpr int64_t kMaxDimension = int64_t{1} << 20;  // hidden, ffn, heads x head_dim
+inline constexpr int64_t kMaxPositions = int64_t{1} << 31;
+inline constexpr double kMaxParameters = 1e14;
+
 struct ModelConfig {
   std::string family = "custom";
   int64_t vocab_size = 0;

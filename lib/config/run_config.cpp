@@ -11,10 +11,19 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace moe {
 
 namespace {
+
+// A run file is a few dozen lines. Parsing YAML costs about 200 bytes of memory per byte of text,
+// so the limit is what keeps a hostile file (millions of keys, one long list) to a few MiB.
+constexpr std::size_t kMaxRunFileBytes = 64u << 10;
+// Far above any node's cores: more would only exhaust the machine's threads.
+constexpr int64_t kMaxThreads = 4096;
+// Far above any batch that fits a node; keeps batch arithmetic far from int64 overflow.
+constexpr int64_t kMaxBatchSize = int64_t{1} << 30;
 
 // Every key a run file may hold; "a.b" names nested keys.
 const std::set<std::string> kKnownKeys = {
@@ -26,6 +35,8 @@ const std::set<std::string> kKnownKeys = {
     "backend",
     "threads",
     "progress_seconds",
+    "watchdog_seconds",
+    "on_nonfinite",
     "parallel",
     "parallel.tp",
     "parallel.ranks_per_node",
@@ -53,7 +64,9 @@ void check_entry(const std::string& key, const YAML::Node& value, const std::str
 void reject_unknown_keys(const YAML::Node& node, const std::string& prefix, const std::string& source) {
   std::set<std::string> seen;
   for (const auto& item : node) {
-    const std::string key = prefix + item.first.as<std::string>();
+    MOE_CHECK(item.first.IsScalar(), "{}: keys must be plain names (found a list or mapping as a key under '{}')",
+              source, prefix);
+    const std::string key = prefix + item.first.Scalar();
     MOE_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", source, key);
     check_entry(key, item.second, source);
   }
@@ -70,6 +83,8 @@ void check_entry(const std::string& key, const YAML::Node& value, const std::str
 void apply_override(YAML::Node& root, const std::string& assignment) {
   const auto eq = assignment.find('=');
   MOE_CHECK(eq != std::string::npos && eq > 0, "--set '{}': expected key=value", assignment);
+  MOE_CHECK(assignment.size() <= kMaxRunFileBytes, "--set '{}...': longer than the limit of {} bytes",
+            assignment.substr(0, 40), kMaxRunFileBytes);
   const std::string key = assignment.substr(0, eq);
   MOE_CHECK(kKnownKeys.count(key), "--set '{}': unknown key '{}'", assignment, key);
   YAML::Node value;
@@ -140,15 +155,13 @@ const char* alltoall_name(AllToAllKind a) {
 
 RunConfig RunConfig::load(const std::string& path, const std::vector<std::string>& overrides) {
   MOE_CHECK(!std::filesystem::is_directory(path), "{}: is a folder, not a run file", path);
-  std::ifstream in(path);
-  MOE_CHECK(in.good(), "{}: cannot open the run file", path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), path, overrides);
+  return parse(read_small_file(path, kMaxRunFileBytes, "the run file"), path, overrides);
 }
 
 RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& source,
                            const std::vector<std::string>& overrides) {
+  MOE_CHECK(yaml_text.size() <= kMaxRunFileBytes, "{}: the run file is {} bytes, more than the limit of {} bytes",
+            source, yaml_text.size(), kMaxRunFileBytes);
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -170,11 +183,22 @@ RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& sour
   MOE_CHECK(!c.output.empty(), "{}: missing key 'output' (the results file)", source);
   c.batch_size = scalar<int64_t>(root, "batch_size", source, c.batch_size);
   MOE_CHECK(c.batch_size > 0, "{}: 'batch_size' must be positive, got {}", source, c.batch_size);
+  MOE_CHECK(c.batch_size <= kMaxBatchSize, "{}: 'batch_size' is {}, more than the limit of {}", source, c.batch_size,
+            kMaxBatchSize);
   c.backend = scalar<std::string>(root, "backend", source, c.backend);
   c.threads = scalar<int64_t>(root, "threads", source, c.threads);
   MOE_CHECK(c.threads >= 0, "{}: 'threads' must be >= 0, got {}", source, c.threads);
+  MOE_CHECK(c.threads <= kMaxThreads, "{}: 'threads' is {}, more than the limit of {}", source, c.threads, kMaxThreads);
   c.progress_seconds = scalar<double>(root, "progress_seconds", source, c.progress_seconds);
-  MOE_CHECK(c.progress_seconds >= 0, "{}: 'progress_seconds' must be >= 0", source);
+  MOE_CHECK(c.progress_seconds >= 0 && std::isfinite(c.progress_seconds), "{}: 'progress_seconds' must be >= 0",
+            source);
+  c.watchdog_seconds = scalar<double>(root, "watchdog_seconds", source, c.watchdog_seconds);
+  MOE_CHECK(c.watchdog_seconds >= 0 && c.watchdog_seconds <= 1e7, "{}: 'watchdog_seconds' must be in [0, 1e7], got {}",
+            source, c.watchdog_seconds);
+  const std::string nonfinite = scalar<std::string>(root, "on_nonfinite", source, "stop");
+  MOE_CHECK(nonfinite == "stop" || nonfinite == "mark", "{}: 'on_nonfinite' is '{}' (valid: stop, mark)", source,
+            nonfinite);
+  c.on_nonfinite = nonfinite == "stop" ? NonFiniteAction::stop : NonFiniteAction::mark;
   c.parallel.tp = scalar<int64_t>(root, "parallel.tp", source, c.parallel.tp);
   MOE_CHECK(c.parallel.tp > 0, "{}: 'parallel.tp' must be positive, got {}", source, c.parallel.tp);
   const std::string rpn = scalar<std::string>(root, "parallel.ranks_per_node", source, "auto");

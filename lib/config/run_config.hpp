@@ -8,6 +8,9 @@ namespace moe {
 
 enum class GatingKind { dynamic, static_capacity };
 enum class AllToAllKind { flat, hierarchical };
+// What a non-finite value in a layer's output does: end the run naming the layer and batch, or
+// give the affected sequences NaN scores, list them in the report and carry on.
+enum class NonFiniteAction { stop, mark };
 
 struct RunConfig {
   std::string model;
@@ -18,6 +21,8 @@ struct RunConfig {
   std::string backend = "cpu";     // cpu | cuda
   int64_t threads = 0;             // OpenMP threads per rank; 0 = OMP_NUM_THREADS or all cores
   double progress_seconds = 10.0;  // rank 0 prints progress at most this often; 0 = never
+  double watchdog_seconds = 600;   // a rank that makes no progress this long ends the job; 0 = never
+  NonFiniteAction on_nonfinite = NonFiniteAction::stop;
   struct {
     int64_t tp = 1;
     int64_t ranks_per_node = 0;  // 0 = auto (MPI_COMM_TYPE_SHARED)

@@ -12,7 +12,8 @@ namespace moe {
 
 namespace {
 
-const std::set<std::string> kKeysThatDoNotChangeResults = {"model", "input", "output", "report", "progress_seconds"};
+const std::set<std::string> kKeysThatDoNotChangeResults = {
+    "model", "input", "output", "report", "progress_seconds", "watchdog_seconds"};
 
 void flatten(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& lines) {
   if (node.IsMap()) {

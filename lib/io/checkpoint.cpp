@@ -1,5 +1,7 @@
 #include "io/checkpoint.hpp"
 
+#include <bit>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -48,6 +50,8 @@ inline uint64_t element_hash(uint64_t bits, uint64_t index) {
 struct BoxScan {
   uint64_t sum = 0;        // sum of element_hash over the box (mod 2^64)
   int64_t first_bad = -1;  // the first non-finite element, as an index into the box
+  uint64_t max_magnitude_bits = 0;  // largest |element| as its bits without the sign (finite
+                                    // floats and bf16 order like these bits)
 };
 
 // One pass at memory speed over a box [offset, offset + count) of a dataset of shape `full`:
@@ -63,7 +67,9 @@ BoxScan scan_box(const Word* data, const std::vector<int64_t>& full, const std::
   for (std::size_t d = dims; d-- > 1;) stride[d - 1] = stride[d] * full[d];
   uint64_t sum = 0;
   int bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : sum) reduction(| : bad)
+  uint64_t max_bits = 0;
+  const Word magnitude = static_cast<Word>(~(Word{1} << (8 * sizeof(Word) - 1)));
+#pragma omp parallel for schedule(static) reduction(+ : sum) reduction(| : bad) reduction(max : max_bits)
   for (int64_t r = 0; r < rows; ++r) {
     int64_t base = dims ? offset.back() : 0;
     int64_t rest = r;
@@ -74,14 +80,17 @@ BoxScan scan_box(const Word* data, const std::vector<int64_t>& full, const std::
     const Word* row = data + r * cols;
     uint64_t s = 0;
     int b = 0;
+    Word m = 0;
     for (int64_t c = 0; c < cols; ++c) {
       b |= (row[c] & exponent) == exponent;
+      m = std::max<Word>(m, row[c] & magnitude);
       s += element_hash(row[c], static_cast<uint64_t>(base + c));
     }
     sum += s;
     bad |= b;
+    max_bits = std::max<uint64_t>(max_bits, m);
   }
-  BoxScan scan{sum, -1};
+  BoxScan scan{sum, -1, max_bits};
   if (bad)
     for (int64_t i = 0; i < rows * cols && scan.first_bad < 0; ++i)
       if ((data[i] & exponent) == exponent) scan.first_bad = i;
@@ -143,6 +152,14 @@ HostTensor CheckpointReader::read(const std::string& name, const std::vector<int
          value, index_text(scan.first_bad, offset, count));
   }
   reads_.push_back({name, offset, count, scan.sum});
+  const float max_abs = t.dtype == DType::f32
+                            ? std::bit_cast<float>(static_cast<uint32_t>(scan.max_magnitude_bits))
+                            : bf16_to_float(static_cast<uint16_t>(scan.max_magnitude_bits));
+  if (max_abs > kLargestPlausibleWeight)
+    warnings_.push_back(
+        fmt::format("{}: dataset '{}' holds a weight of magnitude {:.3g} (above {:.0e}): activations "
+                    "may overflow float32",
+                    path(), name, max_abs, kLargestPlausibleWeight));
   return t;
 }
 

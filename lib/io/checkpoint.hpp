@@ -25,6 +25,10 @@ struct HostTensor {
   std::vector<float> to_f32() const;
 };
 
+// Trained weights stay within a few hundred in magnitude (norm scales included); one beyond this
+// is reported at load (CheckpointReader::warnings()).
+inline constexpr float kLargestPlausibleWeight = 1e4f;
+
 class CheckpointReader {
  public:
   CheckpointReader(const std::string& path, MPI_Comm comm);
@@ -48,6 +52,9 @@ class CheckpointReader {
   // its first row). Stored in results so that resuming refuses output from another model.
   // Independent reads: any subset of ranks may call it.
   std::string fingerprint() const;
+  // One line per dataset read so far holding a finite weight far beyond what training produces
+  // (kLargestPlausibleWeight): such a model runs, but its activations may overflow to inf/NaN.
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
  private:
   struct BoxSum {
@@ -58,6 +65,7 @@ class CheckpointReader {
   h5::File file_;
   ModelConfig config_;
   std::vector<BoxSum> reads_;
+  std::vector<std::string> warnings_;
 };
 
 // Writes a checkpoint tensor by tensor (moe-synth, converters): memory stays one tensor.

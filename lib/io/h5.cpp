@@ -7,6 +7,8 @@
 #include <type_traits>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
+#include "core/memory_budget.hpp"
 
 namespace moe::h5 {
 
@@ -126,6 +128,8 @@ namespace {
 Handle open_existing(const std::string& path, MPI_Comm comm, unsigned flags, const char* purpose) {
   silence_hdf5();
   MOE_CHECK(std::filesystem::exists(path), "{}: no such file", path);
+  // H5Fis_hdf5 and H5Fopen would block forever in open() on a FIFO, deaf to stop signals.
+  require_regular_file(path, "the HDF5 file");
   MOE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{}: not an HDF5 file", path);
   Handle fapl = comm == MPI_COMM_NULL ? Handle(MOE_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS))) : file_access(comm);
   const hid_t id = H5Fopen(path.c_str(), flags, fapl.get());
@@ -204,10 +208,14 @@ DatasetInfo File::info(const std::string& dataset) const {
   std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(rank, 0)));
   if (rank > 0) H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
   DatasetInfo info;
+  for (hsize_t d : dims)
+    MOE_CHECK(d <= static_cast<hsize_t>(INT64_MAX), "{}: dataset '{}' declares a dimension of {}", path_, dataset, d);
   info.shape.assign(dims.begin(), dims.end());
+  info.stored_bytes = H5Dget_storage_size(ds.get());
   Handle type(MOE_H5_CHECK(H5Dget_type(ds.get())));
   const H5T_class_t cls = H5Tget_class(type.get());
   const std::size_t size = H5Tget_size(type.get());
+  info.element_bytes = size;
   if (cls == H5T_FLOAT) {
     info.kind = size == 4 ? ElementKind::f32 : size == 8 ? ElementKind::f64 : ElementKind::other;
     info.type_name = "float" + std::to_string(size * 8);
@@ -258,6 +266,11 @@ void File::read(const std::string& dataset, const std::vector<int64_t>& offset, 
 template <typename T>
 std::vector<T> File::read_all(const std::string& dataset) const {
   const DatasetInfo i = info(dataset);
+  // A few bytes of file can declare any shape (chunks that are never written read as fill
+  // values): check what it needs before allocating it.
+  double bytes = sizeof(T);
+  for (int64_t s : i.shape) bytes *= static_cast<double>(s);
+  require_memory(fmt::format("{}: reading dataset '{}'", path_, dataset), bytes);
   std::size_t n = 1;
   for (int64_t s : i.shape) n *= static_cast<std::size_t>(s);
   std::vector<T> out(n);
@@ -347,7 +360,10 @@ AttrMap File::read_attributes(const std::string& object) const {
 void File::write_attributes(const AttrMap& attrs, const std::string& object) {
   Handle obj(H5Oopen(id(), object.c_str(), H5P_DEFAULT));
   MOE_CHECK(obj, "{}: missing object '{}'", path_, object);
-  for (const auto& [name, value] : attrs) {
+  for (const auto& entry : attrs) {
+    // Not a structured binding: MOE_H5_CHECK's lambda captures `name`, which clang rejects.
+    const std::string& name = entry.first;
+    const AttrValue& value = entry.second;
     if (auto* s = std::get_if<std::string>(&value)) {
       write_string_attribute(object, name, *s);
       continue;

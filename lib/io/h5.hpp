@@ -42,6 +42,8 @@ struct DatasetInfo {
   std::vector<int64_t> shape;
   ElementKind kind = ElementKind::other;
   std::string type_name;  // for messages: "float32", "int64", ...
+  std::size_t element_bytes = 0;
+  uint64_t stored_bytes = 0;  // in the file (compressed, and 0 for chunks never written)
 };
 
 class File {

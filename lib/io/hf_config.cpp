@@ -6,12 +6,16 @@
 #include <optional>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace moe {
 
 namespace {
 
 using nlohmann::json;
+
+// Real config.json files are a few KiB; the limit bounds what parsing a hostile one can cost.
+constexpr std::size_t kMaxHfConfigBytes = 1u << 20;
 
 // Typed access to config.json; a missing or null optional key takes transformers' default for
 // that architecture (what its configuration class would fill in).
@@ -104,6 +108,9 @@ ModelConfig common_config(const JsonKeys& k, const Defaults& d, const std::strin
   c.vocab_size = k.integer("vocab_size");
   c.hidden_size = k.integer("hidden_size");
   c.num_layers = k.integer("num_hidden_layers");
+  // Checked before the per-layer lists are built from it (the full validation comes later).
+  MOE_CHECK(c.num_layers <= kMaxLayers, "{}: key 'num_hidden_layers' is {}, more than the limit of {}", k.source(),
+            c.num_layers, kMaxLayers);
   c.num_heads = k.integer("num_attention_heads");
   c.num_kv_heads = k.integer("num_key_value_heads", d.num_kv_heads ? *d.num_kv_heads : c.num_heads);
   MOE_CHECK(c.num_heads > 0, "{}: key 'num_attention_heads' must be positive", k.source());
@@ -217,11 +224,10 @@ std::vector<std::string> hf_supported_architectures() {
 }
 
 HfArchitecture read_hf_config(const std::string& config_path) {
-  std::ifstream in(config_path);
-  MOE_CHECK(in, "{}: cannot open", config_path);
+  const std::string text = read_small_file(config_path, kMaxHfConfigBytes, "config.json");
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: not valid JSON ({})", config_path, e.what());
   }

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "io/checkpoint.hpp"
 #include "io/safetensors.hpp"
 
@@ -58,11 +59,11 @@ class HfTensors {
  private:
   void read_index(const fs::path& index) {
     default_file_ = index.string();
-    std::ifstream in(index);
-    MOE_CHECK(in, "{}: cannot open", index.string());
+    // The largest published index (one entry per tensor) is a few MiB.
+    const std::string text = read_small_file(index.string(), 32u << 20, "the safetensors index");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(in);
+      j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       fail("{}: not valid JSON ({})", index.string(), e.what());
     }

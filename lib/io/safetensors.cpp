@@ -11,6 +11,7 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace moe {
 
@@ -143,6 +144,7 @@ float half_to_float(uint16_t h) {
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  require_regular_file(path, "the safetensors file");  // open() of a FIFO would block
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   MOE_CHECK(fd_ >= 0, "{}: cannot open ({})", path, std::strerror(errno));
   try {

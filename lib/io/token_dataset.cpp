@@ -5,12 +5,26 @@
 
 #include "core/checksum.hpp"
 #include "core/error.hpp"
+#include "core/memory_budget.hpp"
 
 namespace moe {
 
 namespace {
 constexpr int64_t kScanTokens = int64_t{1} << 20;  // tokens per read while validating
+// Deflate, the strongest filter parallel HDF5 applies, compresses at most about 1032:1.
+constexpr double kMaxCompression = 1100;
+
+// A few bytes of file can declare any shape: chunks never written read as fill values. A
+// dataset that stores far less than any filter could compress its declared size to is refused
+// before it is read or scanned.
+void check_stored(const std::string& path, const char* name, const h5::DatasetInfo& info) {
+  double declared = static_cast<double>(info.element_bytes);
+  for (int64_t s : info.shape) declared *= static_cast<double>(s);
+  MOE_CHECK(declared <= kMaxCompression * static_cast<double>(info.stored_bytes) + 65536,
+            "{}: dataset '{}' declares {} of values but stores only {} (chunks never written?)", path, name,
+            format_bytes(declared), format_bytes(static_cast<double>(info.stored_bytes)));
 }
+}  // namespace
 
 int64_t TokenBatch::max_length() const {
   int64_t longest = 0;
@@ -22,9 +36,11 @@ TokenDataset::TokenDataset(const std::string& path, MPI_Comm comm) : file_(h5::F
   const h5::DatasetInfo tokens = file_.info("tokens");
   MOE_CHECK(tokens.kind == h5::ElementKind::i32, "{}: dataset 'tokens' has type {}, expected int32", path,
             tokens.type_name);
+  check_stored(path, "tokens", tokens);
   if (tokens.shape.size() == 2) {
     width_ = tokens.shape[1];
     const h5::DatasetInfo lengths = file_.info("lengths");
+    check_stored(path, "lengths", lengths);
     MOE_CHECK(lengths.kind == h5::ElementKind::i32 || lengths.kind == h5::ElementKind::i64,
               "{}: dataset 'lengths' has type {}, expected int32", path, lengths.type_name);
     MOE_CHECK(lengths.shape.size() == 1 && lengths.shape[0] == tokens.shape[0],
@@ -44,6 +60,10 @@ TokenDataset::TokenDataset(const std::string& path, MPI_Comm comm) : file_(h5::F
               "{}: dataset 'offsets' has type {}, expected int64", path, offsets.type_name);
     MOE_CHECK(offsets.shape.size() == 1 && offsets.shape[0] >= 1, "{}: dataset 'offsets' must be 1-D with N+1 entries",
               path);
+    check_stored(path, "offsets", offsets);
+    // offsets, then the lengths derived from them: 16 bytes per sequence.
+    require_memory(fmt::format("{}: the offsets of {} sequences", path, offsets.shape[0] - 1),
+                   16.0 * static_cast<double>(offsets.shape[0]));
     starts_ = file_.read_all<int64_t>("offsets");
     MOE_CHECK(starts_.front() == 0, "{}: offsets[0] = {} must be 0", path, starts_.front());
     MOE_CHECK(starts_.back() == tokens.shape[0], "{}: offsets[{}] = {} must equal the {} tokens", path,
@@ -122,6 +142,8 @@ void TokenDataset::validate(int64_t vocab_size, int64_t max_positions) {
     }
   } else {
     const int64_t rows_per_read = std::max<int64_t>(1, kScanTokens / std::max<int64_t>(width_, 1));
+    require_memory(fmt::format("{}: reading rows of width {}", path(), width_),
+                   4.0 * static_cast<double>(rows_per_read) * static_cast<double>(width_));
     for (int64_t r0 = 0; r0 < num_seqs(); r0 += rows_per_read) {
       const int64_t rows = std::min(rows_per_read, num_seqs() - r0);
       buffer.resize(static_cast<std::size_t>(rows * width_));

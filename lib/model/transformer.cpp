@@ -114,6 +114,7 @@ void Transformer::score(const TokenBatch& batch, float* token_logprobs, PhaseTim
     } else {
       mlp_forward_into(step, *layer.dense, normed, h, "dense_mlp");
     }
+    if (observer_) observer_->after_layer(i, h, d, batch, backend_);
   }
   {
     ScopedPhase phase(times, "norm");

@@ -11,6 +11,17 @@
 
 namespace moe {
 
+// Sees every decoder layer's output: the run checks it for non-finite values, honours stop
+// requests and feeds its watchdog there (runtime/layer_guard.hpp). `hidden` is the residual
+// stream [batch.num_tokens(), hidden_size] in backend memory; the observer may overwrite rows.
+// Called on every rank for every layer (empty batches too), so it may be collective.
+class LayerObserver {
+ public:
+  virtual ~LayerObserver() = default;
+  virtual void after_layer(int64_t layer, float* hidden, int64_t hidden_size, const TokenBatch& batch,
+                           Backend& backend) = 0;
+};
+
 struct TransformerOptions {
   GatingPolicy gating;
   TensorParallel tp;  // the tp group this rank slices the dense weights with
@@ -36,6 +47,8 @@ class Transformer {
   const ModelWeights& weights() const { return weights_; }
   std::vector<MoeLayerStats> moe_stats() const;
   std::vector<const MoeLayer*> moe_layers() const;  // in layer order, dense layers skipped
+  // Observes the layers of later score() calls (nullptr: none).
+  void set_layer_observer(LayerObserver* observer) { observer_ = observer; }
   Workspace& workspace() { return ws_; }
   const Workspace& workspace() const { return ws_; }
 
@@ -49,6 +62,7 @@ class Transformer {
   ModelWeights weights_;
   Workspace ws_;
   std::vector<std::unique_ptr<MoeLayer>> moe_layers_;  // null for dense layers
+  LayerObserver* observer_ = nullptr;
   // Host staging reused from batch to batch.
   std::vector<int32_t> positions_;
   std::vector<int32_t> targets_;

@@ -29,10 +29,14 @@
 #include "moe/placement.hpp"
 #include "moe/placement_file.hpp"
 #include "runtime/batch_schedule.hpp"
+#include "runtime/gather.hpp"
+#include "runtime/layer_guard.hpp"
 #include "runtime/memory.hpp"
+#include "runtime/memory_estimate.hpp"
 #include "runtime/progress.hpp"
 #include "runtime/report.hpp"
 #include "runtime/signals.hpp"
+#include "runtime/watchdog.hpp"
 
 namespace moe {
 
@@ -140,6 +144,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const int rank = world->rank();
   const int ranks = world->size();
   omp_set_num_threads(threads_per_rank(config, world_comm));
+  // From here a stop signal ends the run within seconds wherever it is (runtime/watchdog.hpp).
+  Watchdog watchdog("moe-score", rank, config.watchdog_seconds);
 
   // --- validate everything before heavy work ---
   std::unique_ptr<CheckpointReader> ckpt;
@@ -186,6 +192,22 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     if (cache.trace) traced_model = cache.trace->model_checksum;
     bounded_cache = cache.bounded;
   });
+  {
+    // Before anything large is allocated: the model shard and the largest batch's workspace.
+    int64_t max_tokens = 0;
+    int64_t max_len = 0;
+    for (int64_t first = 0; first < tokens->num_seqs(); first += config.batch_size) {
+      int64_t sum = 0;
+      for (int64_t s = first; s < std::min(tokens->num_seqs(), first + config.batch_size); ++s) {
+        sum += tokens->length(s);
+        max_len = std::max(max_len, tokens->length(s));
+      }
+      max_tokens = std::max(max_tokens, sum);
+    }
+    const MemoryEstimate need =
+        estimate_memory(model, *placement, topology->tp_size, max_tokens, max_len, omp_get_max_threads());
+    agree(world_comm, [&] { require_memory_on_nodes(need, world_comm); });
+  }
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
@@ -282,6 +304,11 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     ScopedPhase phase(&times, "warmup");
     transformer->reserve(std::min(bsz, n), max_tokens, max_len);
   }
+  const std::vector<std::string> weight_warnings = gather_unique_lines(world_comm, ckpt->warnings());
+  if (rank == 0 && log)
+    for (const std::string& line : weight_warnings) std::fprintf(log, "moe-score: warning: %s\n", line.c_str());
+  LayerGuard guard(world_comm, config.on_nonfinite, bsz, &watchdog);
+  transformer->set_layer_observer(&guard);
   const std::size_t growths_after_reserve =
       transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
 
@@ -300,10 +327,13 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   tokens->read(0, 0, no_batch);
   // An error inside a step is this rank's alone (the others may wait in a collective): end the
   // job from here, before unwinding would close the results file collectively (a hang).
+  watchdog.arm();
   try {
     for (int64_t step = 0; step < num_steps; ++step) {
-      // Asked of all ranks together, so that all stop after the same step (runtime/signals.hpp).
+      // Asked of all ranks together, so that all stop after the same step (runtime/signals.hpp);
+      // the guard asks again between layers, so a long step stops within a layer's time.
       if (stop_requested(world_comm)) {
+        watchdog.stop_acknowledged();
         stopped = true;
         break;
       }
@@ -312,7 +342,14 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
         ScopedPhase phase(&times, "read");
         tokens->read(first_seq(b), end_seq(b) - first_seq(b), batch);
       }
-      transformer->score(batch, logprobs.data(), &times);
+      guard.begin_batch(b);
+      try {
+        transformer->score(batch, logprobs.data(), &times);
+      } catch (const StopRequested&) {  // on every rank together: this step is not written
+        stopped = true;
+        break;
+      }
+      guard.check_scores(batch, logprobs.data());
       {
         ScopedPhase phase(&times, "write");
         writer->write_batch(writes ? batch : no_batch, logprobs.data());
@@ -327,6 +364,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
         seqs_this_run += end_seq(done_batch) - first_seq(done_batch);
       }
       progress.update(done);
+      watchdog.beat();
     }
   } catch (const std::exception& e) {
     abort_job(e.what(), exit_code_for(e));
@@ -355,6 +393,15 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   in.num_steps = num_steps;
   in.workspace_growths_in_loop = growths - growths_after_reserve;
   RunOutcome outcome{make_report(in), stopped, done.batches, num_batches, stopped ? results_path : config.output};
+  const std::vector<int64_t> marked = gather_to_root(world_comm, guard.marked());
+  outcome.report["numerics"] = {{"on_nonfinite", config.on_nonfinite == NonFiniteAction::stop ? "stop" : "mark"},
+                                {"nonfinite_sequences", marked},
+                                {"weight_warnings", weight_warnings}};
+  if (rank == 0 && log && !marked.empty())
+    std::fprintf(log,
+                 "moe-score: warning: %zu sequence(s) had non-finite values and have NaN scores "
+                 "(on_nonfinite: mark; the report lists them under numerics.nonfinite_sequences)\n",
+                 marked.size());
   outcome.report["resume"] = {{"resumed", writer_resumed},
                               {"batches_total", num_batches},
                               {"batches_done_before", done_before.batches},
