@@ -23,6 +23,7 @@
 #include "model/transformer.hpp"
 #include "moe/alltoall_dispatcher.hpp"
 #include "moe/cache/cache_settings.hpp"
+#include "moe/cached_expert_store.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
 #include "moe/placement_file.hpp"
@@ -140,19 +141,14 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
                                           static_cast<int>(config.parallel.tp));
   });
   const ModelConfig& model = ckpt->config();
-  agree(world_comm, [&] {
-    const ExpertCacheSettings cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum());
-    // The keys are checked above so that run files can be written for it; the store that honours
-    // them needs the pipeline's leases and lands with them (issue 10).
-    MOE_CHECK(!cache.bounded, "moe.expert_cache.slots: '{}': the bounded expert store is not built yet; use 'all'",
-              config.moe.expert_cache.slots);
-  });
+  ExpertCacheSettings cache;
+  agree(world_comm, [&] { cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum()); });
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
   std::unique_ptr<Communicator> tp_comm = make_mpi_communicator(topology->tp_comm);
   std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend);
-  std::unique_ptr<ResidentExpertStore> experts;
+  std::unique_ptr<ExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
   Workspace expert_ws(*backend);
@@ -164,13 +160,23 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     for (int r = 0; r < ranks; ++r) node_of[static_cast<std::size_t>(r)] = topology->node_of(r);
     dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement, std::move(node_of));
   }
+  // moe.expert_cache.slots: all keeps every local expert resident; a count or share makes the
+  // bounded cache, which belady plans with the trace's batches in this run's step order.
+  CachedExpertStore* cached = nullptr;
+  const auto make_store = [&]() -> std::unique_ptr<ExpertStore> {
+    if (!cache.bounded) return std::make_unique<ResidentExpertStore>(*ckpt, *backend, *placement, rank);
+    auto store = std::make_unique<CachedExpertStore>(*ckpt, *backend, *placement, rank,
+                                                     CachedExpertStoreOptions{cache.layer_slots, cache.policy, {}});
+    cached = store.get();
+    return store;
+  };
   {
     ScopedPhase phase(&times, "load");
     agree(world_comm, [&] {
       TransformerOptions options;
       options.gating = {config.moe.gating, config.moe.capacity_factor};
       options.tp = {topology->tp_size > 1 ? tp_comm.get() : nullptr, topology->tp_rank, topology->tp_size};
-      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, *placement, rank);
+      experts = make_store();
       transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, *dispatcher, expert_ws, options);
     });
   }
@@ -202,6 +208,20 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     trace_layers.push_back({layer->layer(), &layer->last_counts(), &layer->last_topk_ids()});
   const BatchSchedule schedule(writer->journal(), dp);
   const int64_t num_steps = schedule.num_steps();
+  if (cached && cache.trace) {
+    // Belady's future: each step's batches of every dp group, as the schedule deals them.
+    std::vector<std::vector<int64_t>> step_batches(static_cast<std::size_t>(num_steps));
+    for (int64_t s = 0; s < num_steps; ++s)
+      for (int64_t g = 0; g < dp; ++g) step_batches[static_cast<std::size_t>(s)].push_back(schedule.batch(s, g));
+    std::vector<RequestSteps> future(static_cast<std::size_t>(model.num_layers));
+    agree(world_comm, [&] {
+      for (int64_t i = 0; i < model.num_layers; ++i)
+        if (model.is_moe_layer(i))
+          future[static_cast<std::size_t>(i)] =
+              local_request_steps(*cache.trace, i, placement->local_experts(i, rank), step_batches);
+    });
+    cached->set_future(std::move(future));
+  }
   // Sequences [first, end) of global batch b; b = -1 (an idle rank) is empty.
   const auto first_seq = [&](int64_t b) { return b >= 0 ? b * bsz : n; };
   const auto end_seq = [&](int64_t b) { return b >= 0 ? std::min(n, (b + 1) * bsz) : n; };
@@ -220,6 +240,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   {
     ScopedPhase phase(&times, "warmup");
     transformer->reserve(std::min(bsz, n), max_tokens, max_len);
+    experts->begin_run();  // a cache forgets the warm-up batch's requests
   }
   const std::size_t growths_after_reserve =
       transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
