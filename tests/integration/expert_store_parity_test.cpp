@@ -1,7 +1,8 @@
 // The bounded expert store (moe.expert_cache.slots) against the resident store: for Mixtral and
 // PR-MoE, on 1, 2 and 4 ranks, slots 1, 2 and 25% with every policy (belady with the trace of an
 // earlier run of the same input) give logprobs equal bit for bit to the resident run of the same
-// layout (the compute order is unchanged), and slots "all" is the resident store. The report's
+// layout (the compute order is unchanged), and slots "all" is the resident store; also bf16
+// weights with each expert sliced over two ranks. The report's
 // cache figures are checked too: on one rank each MoE layer's hits + misses equal the trace's
 // active experts summed over batches (read here with plain HDF5), the slots hold no more than
 // `slots` experts, and a cache smaller than the local experts keeps fewer expert bytes resident.
@@ -22,8 +23,10 @@ namespace moe::test {
 namespace {
 
 struct Family {
-  std::string name;
+  std::string name;        // test name
+  std::string spec;        // inputs/models/<spec>-tiny.yaml
   std::string synth_args;  // extra moe-synth model arguments
+  std::vector<int> ranks;
 };
 
 class ExpertStoreParity : public testing::TestWithParam<Family> {
@@ -31,7 +34,7 @@ class ExpertStoreParity : public testing::TestWithParam<Family> {
   void SetUp() override {
     dir_ = std::make_unique<ScratchDir>("expert-store-" + GetParam().name);
     const auto m =
-        run_command(program("moe-synth") + " model " + input_file("models/" + GetParam().name + "-tiny.yaml") + " " +
+        run_command(program("moe-synth") + " model " + input_file("models/" + GetParam().spec + "-tiny.yaml") + " " +
                     file("model.h5") + " " + GetParam().synth_args + " --seed " + seed());
     ASSERT_EQ(m.exit_code, 0) << m.output;
     // Topic runs make consecutive batches reuse experts, so caches hit as well as miss.
@@ -89,7 +92,7 @@ int64_t trace_requests(const std::string& path, int64_t layer) {
 TEST_P(ExpertStoreParity, EverySlotsAndPolicyEqualsTheResidentStore) {
   const std::string trace = score("trace", 1, "", true);
   const nlohmann::json resident1 = read_report(file("trace.json"));
-  for (const int ranks : {1, 2, 4}) {
+  for (const int ranks : GetParam().ranks) {
     const std::string resident = ranks == 1 ? trace : score(with_ranks("resident", ranks), ranks, "");
     const nlohmann::json resident_report =
         read_report(file((ranks == 1 ? std::string("trace") : with_ranks("resident", ranks)) + ".json"));
@@ -140,11 +143,14 @@ TEST_P(ExpertStoreParity, EverySlotsAndPolicyEqualsTheResidentStore) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, ExpertStoreParity,
-                         testing::Values(Family{"mixtral",
-                                                "--set num_experts=8 --topics 4 --topic-experts 2 --topic-boost 8"},
-                                         Family{"prmoe", ""}),
-                         [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Families, ExpertStoreParity,
+    testing::Values(
+        Family{"mixtral", "mixtral", "--set num_experts=8 --topics 4 --topic-experts 2 --topic-boost 8", {1, 2, 4}},
+        Family{"prmoe", "prmoe", "", {1, 2, 4}},
+        // bf16 as stored, each expert sliced over 2 of 4 ranks (down's columns read row by row).
+        Family{"mixtral_bf16_sliced", "mixtral", "--dtype bf16 --set num_experts=2", {4}}),
+    [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace moe::test
