@@ -7,7 +7,7 @@
 # Makes a Mixtral-like model whose experts are 95% of its weights (8 layers, d 1024, 8 experts of
 # FFN 2816, top-2, vocabulary 8000; 2.3 GB in f32) with the topic-locality routing workload
 # (docs/workloads.md: 4 topics of 2 experts per layer; runs of 8 sequences per topic, batches of
-# 4), then
+# 4; NUM_SEQS sequences of SEQ_LEN tokens), then
 #  1. scores it side by side with every expert resident and with moe.expert_cache.slots: 2 (lifo),
 #     the checkpoint in the page cache (a first run reads it in): peak RSS and tokens/s from the
 #     run reports, their ratios, and the logprobs compared bit for bit;
@@ -33,15 +33,18 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 [[ -f model.h5 ]] || "$bin/moe-synth" model "$root/inputs/models/mixtral-small.yaml" model.h5 --set num_layers=8 \
   --set vocab_size=8000 --topics 4 --topic-experts 2 --topic-boost 4 --seed 1
-[[ -f tokens.h5 ]] || "$bin/moe-synth" tokens tokens.h5 --vocab 8000 --num-seqs 32 --min-len 128 --max-len 128 \
-  --topics 4 --topic-run 8 --seed 2
+# NUM_SEQS x SEQ_LEN tokens (default 24 x 64: minutes on a shared 2-core machine).
+num_seqs=${NUM_SEQS:-24} seq_len=${SEQ_LEN:-64}
+tokens=tokens_${num_seqs}x${seq_len}.h5
+[[ -f $tokens ]] || "$bin/moe-synth" tokens "$tokens" --vocab 8000 --num-seqs "$num_seqs" --min-len "$seq_len" \
+  --max-len "$seq_len" --topics 4 --topic-run 8 --seed 2
 
 score() {  # TAG SLOTS [command prefix...]: scores, results TAG.h5, report TAG.json
   local tag=$1 slots=$2
   shift 2
   cat > "$tag.yaml" <<YAML
 model: model.h5
-input: tokens.h5
+input: $tokens
 output: $tag.h5
 report: $tag.json
 batch_size: 4

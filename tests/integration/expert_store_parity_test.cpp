@@ -154,3 +154,39 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace moe::test
+
+namespace moe::test {
+namespace {
+
+// The I/O thread reads expert blocks at offsets mapped from HDF5 metadata: a contiguous layout
+// (H5Dget_offset) gives the chunked layout's bits; a compressed one is refused in one line.
+TEST(ExpertStoreLayouts, ContiguousReadsAndCompressedIsRefused) {
+  ScratchDir dir("expert-store-layouts");
+  const std::string model = dir.file("model.h5"), tokens = dir.file("tokens.h5");
+  ASSERT_EQ(run_command(program("moe-synth") + " model " + input_file("models/mixtral-tiny.yaml") + " " + model +
+                        " --seed 11")
+                .exit_code,
+            0);
+  ASSERT_EQ(run_command(program("moe-synth") + " tokens " + tokens + " --vocab 512 --num-seqs 6 --max-len 16 --seed 12")
+                .exit_code,
+            0);
+  ASSERT_EQ(run_command("h5repack -l CONTI " + model + " " + dir.file("conti.h5")).exit_code, 0);
+  ASSERT_EQ(run_command("h5repack -f GZIP=1 " + model + " " + dir.file("gzip.h5")).exit_code, 0);
+  const auto run = [&](const std::string& m, const std::string& out, const std::string& slots) {
+    return run_command("timeout 120 " + mpirun(1) + program("moe-score") + " " +
+                       write_run_file(dir, m, tokens, dir.file(out),
+                                      "batch_size: 2\nmoe:\n  expert_cache:\n    slots: " + slots + "\n"));
+  };
+  const auto resident = run(model, "resident.h5", "all");
+  ASSERT_EQ(resident.exit_code, 0) << resident.output;
+  const auto conti = run(dir.file("conti.h5"), "conti.h5.out", "1");
+  ASSERT_EQ(conti.exit_code, 0) << conti.output;
+  expect_same_bits(dir.file("resident.h5"), dir.file("conti.h5.out"), "contiguous layout");
+  const auto gzip = run(dir.file("gzip.h5"), "gzip.h5.out", "1");
+  EXPECT_EQ(gzip.exit_code, 1) << gzip.output;
+  EXPECT_THAT(gzip.output, testing::HasSubstr("neither contiguous nor one uncompressed chunk per expert"));
+  EXPECT_THAT(gzip.output, testing::HasSubstr("gate_proj"));
+}
+
+}  // namespace
+}  // namespace moe::test
