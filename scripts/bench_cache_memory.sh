@@ -4,9 +4,9 @@
 #
 #   scripts/bench_cache_memory.sh [DIR]        (default build/cache_memory)
 #
-# Makes a Mixtral-like model whose experts are 95% of its weights (8 layers, d 1024, 8 experts of
-# FFN 2816, top-2, vocabulary 8000; 2.3 GB in f32) with the topic-locality routing workload
-# (docs/workloads.md: 4 topics of 2 experts per layer; runs of 8 sequences per topic, batches of
+# Makes a Mixtral-like model whose experts are 94% of its weights (8 layers, d 1024, 8 experts of
+# FFN 2816, top-2, vocabulary 8000; 2.4 GB in f32) with the topic-locality routing workload
+# (docs/workloads.md: 4 topics of 2 experts per layer; runs of 12 sequences per topic, batches of
 # 4; NUM_SEQS sequences of SEQ_LEN tokens), then
 #  1. scores it side by side with every expert resident and with moe.expert_cache.slots: 2 (lifo),
 #     the checkpoint in the page cache (a first run reads it in): peak RSS and tokens/s from the
@@ -32,12 +32,12 @@ cd "$dir"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 [[ -f model.h5 ]] || "$bin/moe-synth" model "$root/inputs/models/mixtral-small.yaml" model.h5 --set num_layers=8 \
-  --set vocab_size=8000 --topics 4 --topic-experts 2 --topic-boost 4 --seed 1
+  --set vocab_size=8000 --topics 4 --topic-experts 2 --topic-boost 8 --seed 1
 # NUM_SEQS x SEQ_LEN tokens (default 24 x 64: minutes on a shared 2-core machine).
 num_seqs=${NUM_SEQS:-24} seq_len=${SEQ_LEN:-64}
 tokens=tokens_${num_seqs}x${seq_len}.h5
 [[ -f $tokens ]] || "$bin/moe-synth" tokens "$tokens" --vocab 8000 --num-seqs "$num_seqs" --min-len "$seq_len" \
-  --max-len "$seq_len" --topics 4 --topic-run 8 --seed 2
+  --max-len "$seq_len" --topics 4 --topic-run 12 --seed 2
 
 score() {  # TAG SLOTS [command prefix...]: scores, results TAG.h5, report TAG.json
   local tag=$1 slots=$2

@@ -137,7 +137,15 @@ void CachedExpertStore::prefetch(int64_t layer_id, const std::vector<int64_t>& e
     active.push_back(static_cast<int32_t>(x));
   }
   std::sort(active.begin(), active.end());
-  layer.book->begin_step(active);
+  try {
+    layer.book->begin_step(active);
+  } catch (const Error& e) {
+    // Only belady checks the step against its plan; say what makes them differ.
+    fail(
+        "layer {}: {} (the experts this rank computes differ from the trace's routed experts, e.g. a replica "
+        "that got no rows); use moe.expert_cache.policy lifo or lru",
+        layer_id, e.what());
+  }
   for (const auto& [x, access] : layer.book->prefetch())
     if (!access.hit) layer.ticket[static_cast<std::size_t>(x)] = loader_->submit(segments(layer, x, access.slot));
 }
