@@ -142,7 +142,14 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   });
   const ModelConfig& model = ckpt->config();
   ExpertCacheSettings cache;
-  agree(world_comm, [&] { cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum()); });
+  agree(world_comm, [&] {
+    cache = resolve_expert_cache(config, model, ckpt->fingerprint(), tokens->checksum());
+    // Belady plans with the trace's routed rows; static gating also computes padding rows, so the
+    // experts a rank computes are not the trace's.
+    MOE_CHECK(!cache.bounded || cache.policy != "belady" || config.moe.gating == GatingKind::dynamic,
+              "'moe.expert_cache.policy: belady' needs 'moe.gating: dynamic' (static gating computes padding rows "
+              "the trace does not show); use lifo or lru");
+  });
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
