@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <filesystem>
 
 #include "core/error.hpp"
 #include "io/hf_import.hpp"
+#include "io/output_file.hpp"
 #include "main_support.hpp"
 #include "runtime/memory.hpp"
 
@@ -31,6 +33,22 @@ std::string copy_tokenizer(const std::string& hf_dir, const std::string& model_o
   return target.string();
 }
 
+// Every file moe-convert may read from HF_DIR: OUT must not be one of them.
+moe::NamedPaths hf_inputs(const std::string& hf_dir) {
+  namespace fs = std::filesystem;
+  moe::NamedPaths inputs;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(hf_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const auto ends_with = [&](const std::string& tail) {
+      return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    if (ends_with(".json") || ends_with(".safetensors")) inputs.emplace_back("HF_DIR/" + name, e.path().string());
+  }
+  inputs.emplace_back("HF_DIR/config.json", (fs::path(hf_dir) / "config.json").string());
+  return inputs;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -42,17 +60,19 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", dtype, "stored weight type (bf16 rounds to nearest even)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  bool force = false;
+  app.add_flag("--force", force, "replace OUT even when it is not a moebatch checkpoint");
+  if (const auto code = moe::parse_command_line(app, "moe-convert", argc, argv)) return *code;
   return moe::run_main("moe-convert", argc, argv, [&] {
     int size = 1;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     MOE_CHECK(size == 1, "moe-convert runs on one rank (started on {})", size);
-    const moe::HfConvertSummary s =
-        moe::convert_hf_checkpoint(hf_dir, out, dtype == "bf16" ? moe::DType::bf16 : moe::DType::f32, MPI_COMM_SELF);
+    MOE_CHECK(std::filesystem::is_directory(hf_dir), "{}: not a folder (expected config.json and *.safetensors)",
+              hf_dir);
+    moe::StagedOutput output("OUT", out, moe::OutputKind::checkpoint, hf_inputs(hf_dir), {force, false});
+    const moe::HfConvertSummary s = moe::convert_hf_checkpoint(
+        hf_dir, output.partial(), dtype == "bf16" ? moe::DType::bf16 : moe::DType::f32, MPI_COMM_SELF);
+    output.commit();
     fmt::print(
         "moe-convert: {} ({} layers, {:.2f} M parameters), {} tensors, {:.1f} MB read -> {} ({}), "
         "peak RSS {:.1f} MB\n",

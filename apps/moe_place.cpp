@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "core/error.hpp"
 #include "io/checkpoint.hpp"
+#include "io/output_file.hpp"
 #include "main_support.hpp"
 #include "moe/placement_file.hpp"
 #include "moe/placement_random.hpp"
@@ -27,7 +29,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"contiguous", "random"}));
   app.add_option("--seed", seed, "random seed (policy random)")->capture_default_str();
   app.add_option("--out", out, "placement file to write (JSON)")->required();
-  CLI11_PARSE(app, argc, argv);
+  bool force = false;
+  app.add_flag("--force", force, "replace --out even when it is not a placement file");
+  if (const auto code = moe::parse_command_line(app, "moe-place", argc, argv)) return *code;
 
   return moe::run_main("moe-place", argc, argv, [&] {
     MOE_CHECK(ranks_per_node >= 0 && (ranks_per_node == 0 || world % ranks_per_node == 0),
@@ -36,7 +40,10 @@ int main(int argc, char** argv) {
     const moe::ModelConfig& config = ckpt.config();
     const moe::ExpertPlacement placement =
         policy == "contiguous" ? moe::ExpertPlacement(config, world) : moe::random_placement(config, world, seed);
-    moe::write_placement_file(out, placement, config, {policy, policy == "random" ? seed : 0, ranks_per_node});
+    moe::StagedOutput output("--out", out, moe::OutputKind::placement, {{"--model", model_path}}, {force, false});
+    moe::write_placement_file(output.partial(), placement, config,
+                              {policy, policy == "random" ? seed : 0, ranks_per_node});
+    output.commit();
     fmt::print("moe-place: wrote {} ({} placement for {} ranks)\n", out, policy, world);
     return 0;
   });

@@ -27,19 +27,17 @@ int main(int argc, char** argv) {
   app.add_flag("--resume", resume,
                "continue the output of an earlier run of the same model, input and configuration (skipping the "
                "batches its journal lists); start afresh when there is no output yet");
+  bool force = false;
+  app.add_flag("--force", force,
+               "replace files at output and report that are not moe-score results or reports (never an input)");
   app.set_version_flag("--version", std::string("moe-score ") + MOE_VERSION);
   app.footer(
       "Example: mpirun -np 2 moe-score inputs/example.yaml --set output=scores.h5\n"
       "SIGTERM or SIGUSR1 stops every rank after the step in flight, with the finished batches in the output's\n"
-      "journal, and exit code 75; run again with --resume to finish (docs/slurm.md).");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
-    // A bad command line is one line and exit code 1, like every other bad input.
-    std::fprintf(stderr, "moe-score: error: %s (see moe-score --help)\n", e.what());
-    return 1;
-  }
+      "journal, and exit code 75; run again with --resume to finish (docs/slurm.md).\n"
+      "Outputs are written to OUTPUT.partial and renamed when complete; exit codes: 0 done, 1 error,\n"
+      "74 writing an output failed, 75 stopped (README \"Outputs and exit codes\").");
+  if (const auto code = moe::parse_command_line(app, "moe-score", argc, argv)) return *code;
   return moe::run_main("moe-score", argc, argv, [&] {
     // First, so that a signal at any later point stops the run cleanly instead of killing it.
     moe::install_stop_handlers();
@@ -53,11 +51,11 @@ int main(int argc, char** argv) {
     } catch (const moe::Error& e) {
       throw moe::CollectiveError(e.what());
     }
-    outcome = moe::run_scoring(config, MPI_COMM_WORLD, stdout, resume);
+    outcome = moe::run_scoring(config, MPI_COMM_WORLD, stdout, {resume, force, run_file});
     if (outcome.stopped) {
       if (rank == 0)
         fmt::print("moe-score: stopped by a signal with {} of {} batches in {}; run again with --resume to finish\n",
-                   outcome.batches_done, outcome.batches_total, config.output);
+                   outcome.batches_done, outcome.batches_total, outcome.results_path);
       return moe::kStoppedExitCode;
     }
     if (rank == 0) {

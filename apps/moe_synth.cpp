@@ -4,9 +4,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "config/model_config.hpp"
 #include "core/error.hpp"
+#include "io/output_file.hpp"
 #include "main_support.hpp"
 #include "synth/synth.hpp"
 
@@ -80,20 +82,23 @@ int main(int argc, char** argv) {
   tokens->add_option("--topic-purity", spec.topic_purity, "share of a sequence's tokens from its topic's ids")
       ->capture_default_str();
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  bool force = false;
+  for (CLI::App* sub : {model, tokens})
+    sub->add_flag("--force", force, "replace OUT even when it is not a file of the kind this writes");
+  if (const auto code = moe::parse_command_line(app, "moe-synth", argc, argv)) return *code;
   return moe::run_main("moe-synth", argc, argv, [&] {
     if (*model) {
       const moe::ModelConfig config = load_spec(spec_path, overrides);
-      moe::write_random_model(config, model_out, model_seed, dtype == "bf16" ? moe::DType::bf16 : moe::DType::f32,
-                              router_scale, routing);
+      moe::StagedOutput output("OUT", model_out, moe::OutputKind::checkpoint, {{"SPEC", spec_path}}, {force, false});
+      moe::write_random_model(config, output.partial(), model_seed,
+                              dtype == "bf16" ? moe::DType::bf16 : moe::DType::f32, router_scale, routing);
+      output.commit();
       fmt::print("moe-synth: {} model, {} layers, {:.2f} M parameters ({}) -> {}\n", config.family, config.num_layers,
                  static_cast<double>(config.parameter_count()) / 1e6, dtype, model_out);
     } else {
-      moe::write_random_tokens(spec, tokens_out);
+      moe::StagedOutput output("OUT", tokens_out, moe::OutputKind::tokens, {}, {force, false});
+      moe::write_random_tokens(spec, output.partial());
+      output.commit();
       fmt::print("moe-synth: {} sequences of {}..{} tokens ({}) -> {}\n", spec.num_seqs, spec.min_length,
                  spec.max_length, spec.ragged ? "ragged" : "padded", tokens_out);
     }

@@ -49,7 +49,8 @@ void report(cudaError_t rc, const char* what) {
 
 // The launcher-local rank: set by the MPI launchers and by srun, readable before MPI_Init and
 // without a communicator (library code does not name MPI_COMM_WORLD).
-int local_rank_from_environment() {
+// Falls back to `fallback` (the MPI_COMM_TYPE_SHARED rank, when the caller knows it), else 0.
+int local_rank_from_environment(int fallback) {
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
     if (const char* value = std::getenv(name)) {
       char* end = nullptr;
@@ -57,15 +58,14 @@ int local_rank_from_environment() {
       if (end != value && *end == '\0' && rank >= 0 && rank <= INT_MAX) return static_cast<int>(rank);
     }
   }
-  return 0;
+  return fallback >= 0 ? fallback : 0;
 }
 
 }  // namespace
 
 // --- lifetime ----------------------------------------------------------------------------------
 
-CudaBackend::CudaBackend(int device, std::size_t max_panel_floats)
-    : device_(device), max_panel_floats_(std::max<std::size_t>(max_panel_floats, 1)) {
+CudaBackend::CudaBackend(int device) : device_(device) {
   try {
     MOE_CUDA_CHECK(cudaSetDevice(device_));
     MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -85,9 +85,9 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::release_resources() noexcept {
   if (stream_) report(cudaStreamSynchronize(stream_), "cudaStreamSynchronize at shutdown");
-  if (panel_) report(cudaFree(panel_), "cudaFree of the bf16 panel");
-  panel_ = nullptr;
-  panel_floats_ = 0;
+  if (x_bf16_) report(cudaFree(x_bf16_), "cudaFree of the bf16 activation scratch");
+  x_bf16_ = nullptr;
+  x_bf16_count_ = 0;
   if (cublas_) {
     const cublasStatus_t rc = cublasDestroy(cublas_);
     if (rc != CUBLAS_STATUS_SUCCESS)
@@ -108,7 +108,7 @@ bool cuda_device_available() noexcept {
   return count > 0;
 }
 
-std::unique_ptr<Backend> make_cuda_backend() {
+std::unique_ptr<Backend> make_cuda_backend(int local_rank) {
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess) {
@@ -117,7 +117,7 @@ std::unique_ptr<Backend> make_cuda_backend() {
          cudaGetErrorName(rc), cudaGetErrorString(rc));
   }
   if (count == 0) fail("backend 'cuda': the CUDA runtime sees no device; use backend 'cpu'");
-  return std::make_unique<CudaBackend>(local_rank_from_environment() % count);
+  return std::make_unique<CudaBackend>(local_rank_from_environment(local_rank) % count);
 }
 
 // --- memory ------------------------------------------------------------------------------------
@@ -174,20 +174,22 @@ void CudaBackend::synchronize() {
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-float* CudaBackend::panel(std::size_t floats) {
-  if (floats > panel_floats_) {
-    if (panel_) {
-      MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a queued GEMM may still read the old panel
-      MOE_CUDA_CHECK(cudaFree(panel_));
-      panel_ = nullptr;
-      panel_floats_ = 0;
+const uint16_t* CudaBackend::rounded_bf16(const float* x, int64_t count) {
+  const auto n = static_cast<std::size_t>(std::max<int64_t>(count, 1));
+  if (n > x_bf16_count_) {
+    if (x_bf16_) {
+      MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a queued GEMM may still read the old scratch
+      MOE_CUDA_CHECK(cudaFree(x_bf16_));
+      x_bf16_ = nullptr;
+      x_bf16_count_ = 0;
     }
     void* ptr = nullptr;
-    MOE_CUDA_CHECK(cudaMalloc(&ptr, floats * sizeof(float)));
-    panel_ = static_cast<float*>(ptr);
-    panel_floats_ = floats;
+    MOE_CUDA_CHECK(cudaMalloc(&ptr, n * sizeof(uint16_t)));
+    x_bf16_ = static_cast<uint16_t*>(ptr);
+    x_bf16_count_ = n;
   }
-  return panel_;
+  MOE_CUDA_CHECK(cuda_kernels::round_to_bf16(x, count, x_bf16_, stream_));
+  return x_bf16_;
 }
 
 // --- dense algebra -----------------------------------------------------------------------------
@@ -210,17 +212,19 @@ void CudaBackend::linear(const float* x, int64_t m, const WeightView& w, float* 
     sgemm(x, m, static_cast<const float*>(w.data), w.rows, w.cols, w.stride, y, w.rows, beta);
     return;
   }
-  // bf16: widen panels of whole rows (at most max_panel_floats_), one SGEMM per panel writing the
-  // matching column block of y (leading dimension w.rows), as the CPU backend does.
-  const int64_t cols = std::max<int64_t>(w.cols, 1);
-  const int64_t panel_rows = std::clamp<int64_t>(static_cast<int64_t>(max_panel_floats_) / cols, 1, w.rows);
-  float* buf = panel(static_cast<std::size_t>(panel_rows * cols));
-  const auto* bits = static_cast<const uint16_t*>(w.data);
-  for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
-    const int64_t rows = std::min(panel_rows, w.rows - r0);
-    MOE_CUDA_CHECK(cuda_kernels::widen_bf16_rows(bits, w.stride, r0, rows, w.cols, buf, stream_));
-    sgemm(x, m, buf, rows, w.cols, w.cols, y + r0, w.rows, beta);
-  }
+  const int64_t k = w.cols;
+  gemm_bf16(rounded_bf16(x, m * k), m, static_cast<const uint16_t*>(w.data), w.rows, k, w.stride, y, w.rows, beta);
+}
+
+// The same mapping as sgemm, with bf16 operands and fp32 output and accumulation.
+void CudaBackend::gemm_bf16(const uint16_t* x, int64_t m, const uint16_t* w, int64_t n, int64_t k, int64_t ldw,
+                            float* y, int64_t ldy, float beta) {
+  const float alpha = 1.0f;
+  const int kk = blas_int(k, "k (weight cols)");
+  MOE_CUBLAS_CHECK(cublasGemmEx(
+      cublas_, CUBLAS_OP_T, CUBLAS_OP_N, blas_int(n, "n (weight rows)"), blas_int(m, "m"), kk, &alpha, w, CUDA_R_16BF,
+      blas_int(std::max<int64_t>(ldw, 1), "weight stride"), x, CUDA_R_16BF, std::max(kk, 1), &beta, y, CUDA_R_32F,
+      blas_int(std::max<int64_t>(ldy, 1), "output stride"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
@@ -332,32 +336,21 @@ void CudaBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView&
   MOE_CUDA_CHECK(cuda_kernels::lm_head_init(lse, target_logit, m, stream_));
   float* logits = static_cast<float*>(scratch);
   const int64_t d = head.cols;
+  // A bf16 head multiplies bf16 activations: h is rounded once for every tile.
+  const uint16_t* h_bf16 = head.dtype == DType::bf16 ? rounded_bf16(h, m * d) : nullptr;
   const std::size_t elem = dtype_size(head.dtype);
   for (int64_t v0 = 0; v0 < head.rows; v0 += lm_head_tile_vocab) {
     const int64_t cols = std::min(lm_head_tile_vocab, head.rows - v0);
     WeightView tile = head;
     tile.data = static_cast<const char*>(head.data) + v0 * head.stride * static_cast<int64_t>(elem);
     tile.rows = cols;
-    // The tile as an fp32 matrix for the SGEMMs of all row tiles: in place for f32; widened once
-    // into the panel for bf16 when it fits (else linear() panels it per row tile).
-    const float* tile_f32 = nullptr;
-    int64_t tile_ld = 0;
-    if (head.dtype == DType::f32) {
-      tile_f32 = static_cast<const float*>(tile.data);
-      tile_ld = head.stride;
-    } else if (static_cast<std::size_t>(cols * std::max<int64_t>(d, 1)) <= max_panel_floats_) {
-      float* buf = panel(static_cast<std::size_t>(cols * std::max<int64_t>(d, 1)));
-      MOE_CUDA_CHECK(cuda_kernels::widen_bf16_rows(static_cast<const uint16_t*>(tile.data), head.stride, 0, cols, d,
-                                                   buf, stream_));
-      tile_f32 = buf;
-      tile_ld = d;
-    }
     for (int64_t r0 = 0; r0 < m; r0 += lm_head_tile_rows) {
       const int64_t rows = std::min(lm_head_tile_rows, m - r0);
-      if (tile_f32)
-        sgemm(h + r0 * d, rows, tile_f32, cols, d, tile_ld, logits, cols, 0.0f);  // logits [rows, cols]
+      if (head.dtype == DType::f32)
+        sgemm(h + r0 * d, rows, static_cast<const float*>(tile.data), cols, d, head.stride, logits, cols, 0.0f);
       else
-        linear(h + r0 * d, rows, tile, logits, 0.0f);
+        gemm_bf16(h_bf16 + r0 * d, rows, static_cast<const uint16_t*>(tile.data), cols, d, head.stride, logits, cols,
+                  0.0f);  // logits [rows, cols]
       MOE_CUDA_CHECK(cuda_kernels::lm_head_tile_update(logits, rows, cols, vocab_begin + v0, targets + r0, lse + r0,
                                                        target_logit + r0, stream_));
     }

@@ -20,12 +20,13 @@
 // makes it current; one backend per process and thread is the intended use).
 //
 // Numerics. fp32 GEMMs are cublasSgemm with the default math mode (fp32 FMA, no TF32: results
-// agree with OpenBLAS to fp32 rounding). bf16 weights are widened to fp32 by a kernel into a
-// scratch panel owned by the backend, then multiplied with cublasSgemm, as the CPU backend does:
-// the same inputs to an fp32 GEMM on both backends (cublasGemmEx with a bf16 A would need x in
-// bf16 too, changing the function). Row statistics (norms, lm-head log-sum-exp) are reduced in
-// double like on the CPU. Reductions are deterministic (fixed trees, no float atomics), including
-// scatter_add_rows, which adds in the CPU's order.
+// agree with OpenBLAS to fp32 rounding). GEMMs with bf16 weights (linear, the grouped expert
+// GEMMs, the LM head) round the activations to bf16 (a kernel, into scratch owned by the
+// backend) and run cublasGemmEx with bf16 inputs and fp32 accumulation (CUBLAS_COMPUTE_32F,
+// tensor cores on sm_80/sm_90): bf16 x bf16 products are exact in fp32, so this is the CPU
+// backend's bf16 GEMM function up to the order of the fp32 sums. Row statistics (norms, lm-head
+// log-sum-exp) are reduced in double like on the CPU. Reductions are deterministic (fixed trees,
+// no float atomics), including scatter_add_rows, which adds in the CPU's order.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -40,13 +41,8 @@ namespace moe {
 
 class CudaBackend final : public Backend {
  public:
-  // The bf16 widening panel holds at most this many floats (64 MiB): a whole 4096-row LM-head
-  // tile of a 4096-wide model, or any expert matrix of the target models, in one piece.
-  static constexpr std::size_t kDefaultMaxPanelFloats = std::size_t{16} << 20;
-
   // Makes `device` current on the calling thread and creates the stream and cuBLAS handle.
-  // max_panel_floats bounds the bf16 scratch (tests pass a small value to exercise panelling).
-  explicit CudaBackend(int device, std::size_t max_panel_floats = kDefaultMaxPanelFloats);
+  explicit CudaBackend(int device);
   // Never throws (an exception from a destructor under MPI deadlocks the other ranks); errors
   // while releasing are reported on stderr.
   ~CudaBackend() override;
@@ -91,9 +87,8 @@ class CudaBackend final : public Backend {
   void gather_rows(const float* x, const int32_t* rows, int64_t m, int64_t d, float* out) override;
   void scatter_add_rows(const float* x, const int32_t* rows, const float* scale, int64_t m, int64_t d,
                         float* out) override;
-  // scratch: device memory of lm_head_scratch_bytes(). Tiles are visited vocabulary-tile-major so
-  // a bf16 head tile is widened once for all row tiles; each row still folds its vocabulary tiles
-  // in ascending order, as on the CPU.
+  // scratch: device memory of lm_head_scratch_bytes(). With a bf16 head, h is rounded to bf16
+  // once for all tiles; each row folds its vocabulary tiles in ascending order, as on the CPU.
   void lm_head_logsumexp(const float* h, int64_t m, const WeightView& head, int64_t vocab_begin, const int32_t* targets,
                          double* lse, float* target_logit, void* scratch) override;
 
@@ -106,17 +101,19 @@ class CudaBackend final : public Backend {
   // y[m, n] (leading dimension ldy) = x[m, k] . w[n, k]^T (w's leading dimension ldw) + beta y.
   void sgemm(const float* x, int64_t m, const float* w, int64_t n, int64_t k, int64_t ldw, float* y, int64_t ldy,
              float beta);
-  // The bf16 widening scratch, grown to at least `floats` (not counted in bytes_in_use(), like the
-  // CPU backend's panel: it is the backend's own working memory).
-  float* panel(std::size_t floats);
+  // y[m, n] (ldy) = bf16 x[m, k] (dense) . bf16 w[n, k]^T (ldw) + beta y, fp32 accumulation.
+  void gemm_bf16(const uint16_t* x, int64_t m, const uint16_t* w, int64_t n, int64_t k, int64_t ldw, float* y,
+                 int64_t ldy, float beta);
+  // x[0..count) rounded to bf16 in the backend's scratch, grown as needed (not counted in
+  // bytes_in_use(): the backend's own working memory, like the CPU backend's panels).
+  const uint16_t* rounded_bf16(const float* x, int64_t count);
   void release_resources() noexcept;
 
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
-  float* panel_ = nullptr;
-  std::size_t panel_floats_ = 0;
-  std::size_t max_panel_floats_ = kDefaultMaxPanelFloats;
+  uint16_t* x_bf16_ = nullptr;  // rounded_bf16's scratch
+  std::size_t x_bf16_count_ = 0;
 };
 
 // True when the CUDA runtime sees at least one device. Never throws: a missing or too old driver
@@ -124,8 +121,9 @@ class CudaBackend final : public Backend {
 bool cuda_device_available() noexcept;
 
 // The backend on this process's GPU: local rank (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID or
-// SLURM_LOCALID, else 0) modulo the visible device count. Throws moe::Error, naming the CUDA
-// error, when no device is usable.
-std::unique_ptr<Backend> make_cuda_backend();
+// SLURM_LOCALID, else `local_rank` when >= 0 (the caller's MPI_COMM_TYPE_SHARED rank), else 0)
+// modulo the visible device count. Throws moe::Error, naming the CUDA error, when no device is
+// usable.
+std::unique_ptr<Backend> make_cuda_backend(int local_rank = -1);
 
 }  // namespace moe

@@ -8,6 +8,10 @@
 // backend's stream (CudaBackend::stream()): collectives are then ordered with the ops before and
 // after them, and the next copy_to_host sees their result. barrier() alone waits on the stream.
 // Byte counts and displacements (alltoallv) are host arrays, read during the call.
+// Data buffers may be device memory (the usual case: no copy, the call returns at once) or host
+// memory (the LM head's per-slice logsumexps under tp): host buffers
+// are staged through a device scratch buffer, and such a call returns with the result in host
+// memory (it synchronises the stream). These small host exchanges are the only host round trips.
 // Destroy the communicator before the backend whose stream it uses.
 #include <cuda_runtime_api.h>
 #include <mpi.h>

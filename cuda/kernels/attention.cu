@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "backend/elementwise.hpp"
 #include "kernels/attention.cuh"
 #include "kernels/common.cuh"
 
@@ -55,8 +56,7 @@ __global__ void causal_attention_kernel(const float* q, const float* k, const fl
     probs[threadIdx.x] = p;
     // block_reduce's barriers also publish probs[] to the whole block.
     const float chunk_sum = block_reduce(p, SumOp<float>{}, 0.0f, reduce_scratch);
-    const float correction = expf(run_max - new_max);  // 0 on the first chunk (run_max = -inf)
-    run_sum = run_sum * correction + chunk_sum;
+    const float correction = kernels::softmax_fold(run_max, run_sum, new_max, chunk_sum);
     const int64_t count = t + 1 - j0 < blockDim.x ? t + 1 - j0 : blockDim.x;
     // Thread c owns acc[c], acc[c + blockDim], ...: no races on the accumulator.
     for (int64_t c = threadIdx.x; c < head_dim; c += blockDim.x) {
@@ -65,7 +65,6 @@ __global__ void causal_attention_kernel(const float* q, const float* k, const fl
       for (int64_t jj = 0; jj < count; ++jj) a += probs[jj] * vc[jj * kv_stride];
       acc[c] = a;
     }
-    run_max = new_max;
     __syncthreads();  // probs[] is rewritten by the next chunk
   }
   float* oi = out + (begin + t) * q_stride + h * head_dim;
@@ -82,7 +81,7 @@ cudaError_t causal_attention(const float* q, const float* k, const float* v, flo
   if (kv_heads <= 0 || heads % kv_heads != 0 || num_seqs * max_len >= (int64_t{1} << 31) || heads >= 65536 ||
       head_dim > 4096)
     return cudaErrorInvalidValue;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const float scale = kernels::attention_scale(head_dim);
   const dim3 grid(static_cast<unsigned int>(num_seqs * max_len), static_cast<unsigned int>(heads));
   const std::size_t shared_bytes = sizeof(float) * static_cast<std::size_t>(2 * head_dim + kAttentionThreads);
   causal_attention_kernel<<<grid, kAttentionThreads, shared_bytes, stream>>>(q, k, v, out, seq_offsets, max_len, heads,

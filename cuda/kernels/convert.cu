@@ -1,3 +1,4 @@
+#include "backend/elementwise.hpp"
 #include "kernels/common.cuh"
 #include "kernels/convert.cuh"
 
@@ -5,21 +6,15 @@ namespace moe::cuda_kernels {
 
 namespace {
 
-__global__ void widen_bf16_rows_kernel(const uint16_t* w, int64_t stride, int64_t row_begin, int64_t rows, int64_t cols,
-                                       float* panel) {
-  MOE_CUDA_GRID_STRIDE(idx, rows * cols) {
-    const int64_t r = idx / cols;
-    const int64_t c = idx - r * cols;
-    panel[idx] = bf16_bits_to_float(w[(row_begin + r) * stride + c]);
-  }
+__global__ void round_to_bf16_kernel(const float* x, int64_t n, uint16_t* out) {
+  MOE_CUDA_GRID_STRIDE(i, n) out[i] = kernels::bf16_round(x[i]);
 }
 
 }  // namespace
 
-cudaError_t widen_bf16_rows(const uint16_t* w, int64_t stride, int64_t row_begin, int64_t rows, int64_t cols,
-                            float* panel, cudaStream_t stream) {
-  if (rows <= 0 || cols <= 0) return cudaSuccess;
-  widen_bf16_rows_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(w, stride, row_begin, rows, cols, panel);
+cudaError_t round_to_bf16(const float* x, int64_t n, uint16_t* out, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  round_to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, n, out);
   return cudaGetLastError();
 }
 

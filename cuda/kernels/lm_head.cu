@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "backend/elementwise.hpp"
 #include "kernels/common.cuh"
 #include "kernels/lm_head.cuh"
 
@@ -30,9 +31,7 @@ __global__ void lm_head_tile_update_kernel(const float* logits, int64_t rows, in
     sum = block_reduce(sum, SumOp<double>{}, 0.0, shared_d);
     if (threadIdx.x == 0) {
       const double tile_lse = mx + log(sum);
-      const double acc = lse[i];
-      const double hi = fmax(acc, tile_lse);
-      lse[i] = hi + log(exp(acc - hi) + exp(tile_lse - hi));
+      lse[i] = kernels::logsumexp_fold(lse[i], tile_lse);
       const int64_t local = targets[i] - tile_begin;
       if (local >= 0 && local < cols) target_logit[i] = li[local];
     }

@@ -1,3 +1,4 @@
+#include "backend/elementwise.hpp"
 #include "kernels/common.cuh"
 #include "kernels/norms.cuh"
 
@@ -18,7 +19,7 @@ __global__ void rms_norm_kernel(const float* x, const float* w, float* y, int64_
     double sum_sq = 0.0;
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) sum_sq += static_cast<double>(xi[j]) * xi[j];
     sum_sq = block_reduce(sum_sq, SumOp<double>{}, 0.0, shared);
-    const float inv = static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(d) + eps));
+    const float inv = kernels::rms_inv(sum_sq, static_cast<double>(d), eps);
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) yi[j] = xi[j] * inv * w[j];
   }
 }
@@ -37,7 +38,7 @@ __global__ void row_sum_squares_kernel(const float* x, int64_t m, int64_t d, dou
 __global__ void rms_norm_scaled_kernel(const float* x, const float* w, const double* sum_sq, double count, float* y,
                                        int64_t m, int64_t d, float eps) {
   for (int64_t i = blockIdx.x; i < m; i += gridDim.x) {
-    const float inv = static_cast<float>(1.0 / sqrt(sum_sq[i] / count + eps));
+    const float inv = kernels::rms_inv(sum_sq[i], count, eps);
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) y[i * d + j] = x[i * d + j] * inv * w[j];
   }
 }
@@ -56,7 +57,7 @@ __global__ void layer_norm_kernel(const float* x, const float* w, const float* b
     var = block_reduce(var, SumOp<double>{}, 0.0, shared);
     const double inv = 1.0 / sqrt(var / static_cast<double>(d) + eps);
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
-      yi[j] = static_cast<float>((xi[j] - mean) * inv) * w[j] + b[j];
+      yi[j] = kernels::layer_norm_apply(xi[j], mean, inv, w[j], b[j]);
   }
 }
 

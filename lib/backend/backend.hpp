@@ -86,8 +86,8 @@ class Backend {
   // y = x / sqrt(sum_sq / count + eps) * w with count the full row's length.
   // r: x  w: sum_sq[m]   /   r: x, w, sum_sq  w: y (may alias x)
   virtual void row_sum_squares(const float* x, int64_t m, int64_t d, double* sum_sq) = 0;
-  virtual void rms_norm_scaled(const float* x, const float* w, const double* sum_sq, double count, float* y,
-                               int64_t m, int64_t d, float eps) = 0;
+  virtual void rms_norm_scaled(const float* x, const float* w, const double* sum_sq, double count, float* y, int64_t m,
+                               int64_t d, float eps) = 0;
   // y = (x - mean) / sqrt(var + eps) * w + b.   r: x, w, b  w: y (may alias x)
   virtual void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t d,
                           float eps) = 0;
@@ -151,7 +151,9 @@ class Backend {
   std::size_t peak_ = 0;
 };
 
-// "cpu" or "cuda"; the error names the valid choices.
-std::unique_ptr<Backend> make_backend(const std::string& name);
+// "cpu" or "cuda"; the error names the valid choices. `local_rank` (this process's rank on its
+// node, -1 when unknown) picks the GPU of a cuda backend when no launcher variable names it
+// (backend/factory/device_comms.hpp: node_local_rank).
+std::unique_ptr<Backend> make_backend(const std::string& name, int local_rank = -1);
 
 }  // namespace moe

@@ -3,6 +3,7 @@
 // compute the same function and the CPU tests check the logic the GPU runs.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define MOE_HOST_DEVICE __host__ __device__ __forceinline__
@@ -11,6 +12,17 @@
 #endif
 
 namespace moe::kernels {
+
+// bf16 bits of x rounded to nearest even (NaN stays a quiet NaN): the activations' rounding at
+// the input of a GEMM with bf16 weights (bf16 x bf16 products, fp32 accumulation). Same function
+// as core/dtype.hpp's float_to_bf16, which host-only code uses.
+MOE_HOST_DEVICE uint16_t bf16_round(float x) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &x, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
 
 MOE_HOST_DEVICE float silu(float x) {
   return x / (1.0f + expf(-x));
@@ -45,6 +57,41 @@ MOE_HOST_DEVICE void rope_rotate(float* x, int64_t i, int64_t half, double angle
   const float b = x[i + half];
   x[i] = a * c - b * s;
   x[i + half] = b * c + a * s;
+}
+
+// RMSNorm: the scale of a row from its sum of squares over `count` elements, in double:
+// y = x * rms_inv(...) * w. (count is the row length, or the whole vector's under tp slicing.)
+MOE_HOST_DEVICE float rms_inv(double sum_sq, double count, float eps) {
+  return static_cast<float>(1.0 / sqrt(sum_sq / count + eps));
+}
+
+// LayerNorm of one element from its row's mean and inv = 1 / sqrt(biased variance + eps).
+MOE_HOST_DEVICE float layer_norm_apply(float x, double mean, double inv, float w, float b) {
+  return static_cast<float>((x - mean) * inv) * w + b;
+}
+
+// The LM head's running log-sum-exp of a row after one more vocabulary tile whose own
+// log-sum-exp is `tile` (finite); `acc` starts at -inf. fp64, as the tiles' sums.
+MOE_HOST_DEVICE double logsumexp_fold(double acc, double tile) {
+  const double hi = fmax(acc, tile);
+  return hi + log(exp(acc - hi) + exp(tile - hi));
+}
+
+// Attention's 1/sqrt(head_dim) score scale.
+MOE_HOST_DEVICE float attention_scale(int64_t head_dim) {
+  return 1.0f / sqrtf(static_cast<float>(head_dim));
+}
+
+// Online softmax over chunks of keys (one query row): new_max = max(run_max, the chunk's largest
+// score), chunk_sum = sum over the chunk of exp(score - new_max). Updates the running max and
+// sum and returns exp(old run_max - new_max), the factor that rescales the running weighted sum
+// of values (0 on the first chunk, where run_max is -inf). After the last chunk the output is
+// that weighted sum / run_sum.
+MOE_HOST_DEVICE float softmax_fold(float& run_max, float& run_sum, float new_max, float chunk_sum) {
+  const float correction = expf(run_max - new_max);
+  run_sum = run_sum * correction + chunk_sum;
+  run_max = new_max;
+  return correction;
 }
 
 // Softmax over logits[0..e) and its k largest entries, ties broken by the lower id. Selection is

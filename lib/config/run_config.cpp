@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -138,6 +139,7 @@ const char* alltoall_name(AllToAllKind a) {
 }
 
 RunConfig RunConfig::load(const std::string& path, const std::vector<std::string>& overrides) {
+  MOE_CHECK(!std::filesystem::is_directory(path), "{}: is a folder, not a run file", path);
   std::ifstream in(path);
   MOE_CHECK(in.good(), "{}: cannot open the run file", path);
   std::stringstream text;

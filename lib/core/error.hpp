@@ -20,6 +20,13 @@ class CollectiveError : public Error {
   using Error::Error;
 };
 
+// A failed read or write of a file the program writes (full disk, I/O error, failed rename): the
+// message names the file and the operation. Mains exit with kIoErrorExitCode (core/exit.hpp).
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Throws moe::Error with a formatted message.
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {

@@ -65,7 +65,8 @@ class CheckpointWriter {
   void create(const std::string& name, const std::vector<int64_t>& shape, DType dtype);
   void write_box(const std::string& name, const std::vector<int64_t>& offset, const std::vector<int64_t>& count,
                  const float* data, DType dtype);
-  void close() { file_ = h5::File(); }
+  // Closes the file, reporting a failed write of what was cached (moe::IoError).
+  void close() { file_.close(); }
 
  private:
   h5::File file_;

@@ -1,6 +1,8 @@
 #include "io/h5.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <type_traits>
 
@@ -57,6 +59,13 @@ void select_box(hid_t space, const std::vector<int64_t>& offset, const std::vect
   std::vector<hsize_t> start(offset.begin(), offset.end());
   std::vector<hsize_t> size(count.begin(), count.end());
   MOE_H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, size.data(), nullptr));
+}
+
+// A failed write, flush, create or close of an output: names the file, the operation and, when
+// the C library left one, the system's reason (errno 28: "No space left on device").
+[[noreturn]] void io_failure(const std::string& path, const std::string& operation, int err) {
+  throw IoError(fmt::format("{}: {} failed{}", path, operation,
+                            err != 0 ? fmt::format(" ({})", std::strerror(err)) : std::string()));
 }
 
 Handle memory_space(const std::vector<int64_t>& count) {
@@ -140,8 +149,9 @@ File File::create(const std::string& path, MPI_Comm comm) {
   // The root group's creation times would make two identical runs differ (datasets: below).
   Handle fcpl(MOE_H5_CHECK(H5Pcreate(H5P_FILE_CREATE)));
   MOE_H5_CHECK(H5Pset_obj_track_times(fcpl.get(), false));
+  errno = 0;
   const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
-  MOE_CHECK(id >= 0, "{}: cannot create HDF5 file (does the folder exist and is it writable?)", path);
+  if (id < 0) io_failure(path, "creating the HDF5 file", errno);
   f.file_ = Handle(id);
   return f;
 }
@@ -180,6 +190,7 @@ DatasetInfo File::info(const std::string& dataset) const {
   MOE_CHECK(has(dataset), "{}: missing dataset '{}'", path_, dataset);
   Handle ds(H5Dopen2(id(), dataset.c_str(), H5P_DEFAULT));
   MOE_CHECK(ds, "{}: '{}' is not a dataset", path_, dataset);
+  check_storage(ds.get(), dataset);
   Handle space(MOE_H5_CHECK(H5Dget_space(ds.get())));
   const int rank = H5Sget_simple_extent_ndims(space.get());
   std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(rank, 0)));
@@ -208,11 +219,26 @@ DatasetInfo File::info(const std::string& dataset) const {
   return info;
 }
 
+void File::check_storage(hid_t ds, const std::string& dataset) const {
+  // Parallel HDF5 (MPI-IO) reads only data stored in the file itself: without this check a
+  // virtual or external dataset fails later with a bare "reading ... failed".
+  Handle dcpl(MOE_H5_CHECK(H5Dget_create_plist(ds)));
+  MOE_CHECK(H5Pget_layout(dcpl.get()) != H5D_VIRTUAL,
+            "{}: '{}' is an HDF5 virtual dataset (it maps data held in other files), which parallel HDF5 cannot "
+            "read; copy it into a plain dataset first (e.g. h5py: f2['{}'] = f['{}'][:])",
+            path_, dataset, dataset, dataset);
+  MOE_CHECK(H5Pget_external_count(dcpl.get()) == 0,
+            "{}: '{}' keeps its data in external raw files, which parallel HDF5 cannot read; copy it into a plain "
+            "dataset first",
+            path_, dataset);
+}
+
 template <typename T>
 void File::read(const std::string& dataset, const std::vector<int64_t>& offset, const std::vector<int64_t>& count,
                 T* out, bool collective) const {
   Handle ds(H5Dopen2(id(), dataset.c_str(), H5P_DEFAULT));
   MOE_CHECK(ds, "{}: missing dataset '{}'", path_, dataset);
+  check_storage(ds.get(), dataset);
   Handle space(MOE_H5_CHECK(H5Dget_space(ds.get())));
   select_box(space.get(), offset, count);
   Handle mem = memory_space(count);
@@ -263,8 +289,10 @@ void File::write(const std::string& dataset, const std::vector<int64_t>& offset,
   select_box(space.get(), offset, count);
   Handle mem = memory_space(count);
   Handle dxpl = transfer(collective);
-  MOE_CHECK(H5Dwrite(ds.get(), native_type<T>(), mem.get(), space.get(), dxpl.get(), data) >= 0,
-            "{}: writing '{}' at offset {} count {} failed", path_, dataset, shape_text(offset), shape_text(count));
+  errno = 0;
+  if (H5Dwrite(ds.get(), native_type<T>(), mem.get(), space.get(), dxpl.get(), data) < 0)
+    io_failure(path_, fmt::format("writing '{}' at offset {} count {}", dataset, shape_text(offset), shape_text(count)),
+               errno);
 }
 
 AttrMap File::read_attributes(const std::string& object) const {
@@ -375,7 +403,14 @@ std::string File::string_attribute(const std::string& object, const std::string&
 }
 
 void File::flush() {
-  MOE_H5_CHECK(H5Fflush(id(), H5F_SCOPE_GLOBAL));
+  errno = 0;
+  if (H5Fflush(id(), H5F_SCOPE_GLOBAL) < 0) io_failure(path_, "flushing to disk", errno);
+}
+
+void File::close() {
+  if (!file_) return;
+  errno = 0;
+  if (H5Fclose(file_.release()) < 0) io_failure(path_, "closing (writing what was cached)", errno);
 }
 
 #define MOE_H5_INSTANTIATE(T)                                                                                          \

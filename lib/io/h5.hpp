@@ -23,6 +23,12 @@ class Handle {
   Handle& operator=(const Handle&) = delete;
   ~Handle() { close(); }
   void close();
+  // Gives up ownership: the caller closes the id (and can check that closing worked).
+  hid_t release() {
+    const hid_t id = id_;
+    id_ = H5I_INVALID_HID;
+    return id;
+  }
   hid_t get() const { return id_; }
   explicit operator bool() const { return id_ >= 0; }
 
@@ -75,9 +81,16 @@ class File {
   void write_attributes(const AttrMap& attrs, const std::string& object = "/");
   void write_string_attribute(const std::string& object, const std::string& name, const std::string& value);
   std::string string_attribute(const std::string& object, const std::string& name) const;
+  // Flushes to disk (collective); throws moe::IoError naming the file when it fails.
   void flush();
+  // Closes the file (collective), reporting a failure to write what was still cached (full disk)
+  // as moe::IoError. The destructor closes too but cannot report; outputs call close().
+  void close();
 
  private:
+  // Refuses storage that parallel HDF5 cannot read (virtual and external datasets), by name.
+  void check_storage(hid_t ds, const std::string& dataset) const;
+
   std::string path_;
   Handle file_;
 };

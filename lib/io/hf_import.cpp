@@ -234,22 +234,15 @@ HfConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::str
   check_inputs(tensors, plan, arch);
 
   HfConvertSummary summary{arch.name, arch.config, 0, 0};
-  // Created outside the try: if creating fails, whatever is at out_path is not ours to remove.
-  auto out = std::make_unique<CheckpointWriter>(out_path, arch.config, comm);
-  try {
-    std::vector<float> buffer;
-    for (const TensorMapping& m : plan) {
-      copy_tensor(tensors, m, *out, dtype, buffer);
-      summary.num_tensors += static_cast<int64_t>(m.sources.size());
-      for (const std::string& s : m.sources) summary.input_bytes += tensors.stored_bytes(s);
-    }
-    out->close();
-  } catch (...) {
-    out.reset();
-    std::error_code ec;
-    fs::remove(out_path, ec);  // never leave a half-written checkpoint behind
-    throw;
+  // out_path is the caller's partial file (io/output_file.hpp): on failure the caller removes it.
+  CheckpointWriter out(out_path, arch.config, comm);
+  std::vector<float> buffer;
+  for (const TensorMapping& m : plan) {
+    copy_tensor(tensors, m, out, dtype, buffer);
+    summary.num_tensors += static_cast<int64_t>(m.sources.size());
+    for (const std::string& s : m.sources) summary.input_bytes += tensors.stored_bytes(s);
   }
+  out.close();
   return summary;
 }
 

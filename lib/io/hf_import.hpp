@@ -34,7 +34,8 @@ struct HfConvertSummary {
   int64_t input_bytes = 0;  // their bytes as stored
 };
 
-// Converts `hf_dir` into `out_path` (stored as `dtype`). On error the output is removed.
+// Converts `hf_dir` into `out_path` (stored as `dtype`). out_path is written as it goes: callers
+// pass a partial file (io/output_file.hpp) and rename it when this returns.
 HfConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::string& out_path, DType dtype,
                                        MPI_Comm comm);
 

@@ -7,6 +7,7 @@
 #include <variant>
 
 #include "core/error.hpp"
+#include "core/exit.hpp"
 
 namespace moe {
 
@@ -56,6 +57,18 @@ void check_same_run(const h5::File& file, const ResultAttributes& attrs, int64_t
             kJournal, num_batches, advice);
 }
 
+// Runs a write, flush or close of the results; a failure ends the job at once from this rank. It
+// must not unwind: destroying the open file is a collective close that the other ranks, waiting
+// in their next collective write, would never join (a hang instead of an error).
+template <typename Fn>
+void or_abort(Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    abort_job(e.what(), kIoErrorExitCode);
+  }
+}
+
 }  // namespace
 
 ResultWriter::ResultWriter(const std::string& path, MPI_Comm comm, const TokenDataset& input,
@@ -63,15 +76,22 @@ ResultWriter::ResultWriter(const std::string& path, MPI_Comm comm, const TokenDa
     : ragged_(input.ragged()), width_(input.width()), ragged_offsets_(&input.ragged_offsets()) {
   const int64_t n = input.num_seqs();
   const int64_t num_batches = (n + attrs.batch_size - 1) / attrs.batch_size;
-  // Every rank sees the same file system, so every rank takes the same branch.
-  resumed_ = resume && std::filesystem::exists(path);
+  resumed_ = resume;
   if (resumed_) {
     // Nothing of the file's structure changes: only results and journal entries are written.
+    // Validation errors are the same on every rank (every rank reads the same file), so they
+    // throw normally and every rank closes the file together.
     file_ = h5::File::open_readwrite(path, comm);
     check_same_run(file_, attrs, num_batches);
     journal_ = file_.read_all<int32_t>(kJournal);
     return;
   }
+  or_abort([&] { create_structure(path, comm, input, attrs, num_batches); });
+}
+
+void ResultWriter::create_structure(const std::string& path, MPI_Comm comm, const TokenDataset& input,
+                                    const ResultAttributes& attrs, int64_t num_batches) {
+  const int64_t n = input.num_seqs();
   file_ = h5::File::create(path, comm);
   int rank = 0;
   MOE_MPI_CHECK(MPI_Comm_rank(comm, &rank));
@@ -124,25 +144,29 @@ void ResultWriter::write_batch(const TokenBatch& batch, const float* token_logpr
     seq_logprob_[s] = sum;
     seq_tokens_[s] = std::max<int64_t>(length - scored_from, 0);
   }
-  if (ragged_) {
-    const int64_t first = count > 0 ? (*ragged_offsets_)[batch.first_seq] : 0;
-    file_.write<float>("logprobs", {first}, {batch.num_tokens()}, rows_.data(), true);
-  } else {
-    file_.write<float>("logprobs", {batch.first_seq, 0}, {count, width_}, rows_.data(), true);
-  }
-  file_.write<double>("seq_logprob", {batch.first_seq}, {count}, seq_logprob_.data(), true);
-  file_.write<int64_t>("seq_tokens", {batch.first_seq}, {count}, seq_tokens_.data(), true);
+  or_abort([&] {
+    if (ragged_) {
+      const int64_t first = count > 0 ? (*ragged_offsets_)[batch.first_seq] : 0;
+      file_.write<float>("logprobs", {first}, {batch.num_tokens()}, rows_.data(), true);
+    } else {
+      file_.write<float>("logprobs", {batch.first_seq, 0}, {count, width_}, rows_.data(), true);
+    }
+    file_.write<double>("seq_logprob", {batch.first_seq}, {count}, seq_logprob_.data(), true);
+    file_.write<int64_t>("seq_tokens", {batch.first_seq}, {count}, seq_tokens_.data(), true);
+  });
 }
 
 void ResultWriter::mark_done(int64_t batch) {
-  file_.flush();
-  const int32_t done = 1;
-  file_.write<int32_t>(kJournal, {std::max<int64_t>(batch, 0)}, {batch >= 0 ? 1 : 0}, &done, true);
-  file_.flush();
+  or_abort([&] {
+    file_.flush();
+    const int32_t done = 1;
+    file_.write<int32_t>(kJournal, {std::max<int64_t>(batch, 0)}, {batch >= 0 ? 1 : 0}, &done, true);
+    file_.flush();
+  });
 }
 
 void ResultWriter::close() {
-  file_ = h5::File();
+  or_abort([&] { file_.close(); });
 }
 
 }  // namespace moe

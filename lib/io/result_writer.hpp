@@ -26,9 +26,11 @@ struct ResultAttributes {
 
 class ResultWriter {
  public:
-  // Creates (truncates) the file. With resume = true an existing file is continued instead, after
-  // checking that it was written by the same model, input, configuration and world size (an error
-  // names what differs); without a file, resume creates one.
+  // Creates the file (the caller's partial file, io/output_file.hpp). With resume = true the
+  // existing file at `path` is continued instead, after checking that it was written by the same
+  // model, input, configuration and world size (an error, the same on every rank, names what
+  // differs). A failed write, flush or close ends the job from the rank that saw it (abort_job,
+  // exit code 74): the other ranks may already wait in the next collective call.
   ResultWriter(const std::string& path, MPI_Comm comm, const TokenDataset& input, const ResultAttributes& attrs,
                bool resume = false);
 
@@ -44,9 +46,13 @@ class ResultWriter {
   // Records global batch `batch` (-1: none on this rank) as done. The results are flushed first and
   // the journal after, so a journal entry never points at results that are not in the file.
   void mark_done(int64_t batch);
+  // Closes the file (collective), ending the job if what was cached cannot be written.
   void close();
 
  private:
+  void create_structure(const std::string& path, MPI_Comm comm, const TokenDataset& input,
+                        const ResultAttributes& attrs, int64_t num_batches);
+
   h5::File file_;
   bool ragged_;
   int64_t width_;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -81,6 +82,21 @@ SafeTensorInfo parse_entry(const std::string& name, const nlohmann::json& entry,
   return t;
 }
 
+// Two tensors sharing bytes would read as each other's weights (a corrupt or forged header): the
+// byte ranges, sorted by start, must not overlap. Zero-length tensors take no bytes.
+void check_disjoint(const std::map<std::string, SafeTensorInfo>& tensors, const std::string& path) {
+  std::vector<std::pair<uint64_t, const std::string*>> starts;
+  for (const auto& [name, t] : tensors)
+    if (t.bytes > 0) starts.emplace_back(t.begin, &name);
+  std::sort(starts.begin(), starts.end());
+  for (std::size_t i = 1; i < starts.size(); ++i) {
+    const SafeTensorInfo& prev = tensors.at(*starts[i - 1].second);
+    MOE_CHECK(prev.begin + prev.bytes <= starts[i].first,
+              "{}: tensors '{}' and '{}' overlap in the data section (bytes {}..{} and {}..); the header is corrupt",
+              path, *starts[i - 1].second, *starts[i].second, prev.begin, prev.begin + prev.bytes, starts[i].first);
+  }
+}
+
 }  // namespace
 
 int64_t SafeTensorInfo::numel() const {
@@ -156,6 +172,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       if (name == "__metadata__") continue;
       tensors_[name] = parse_entry(name, entry, data_start, file_bytes - data_start, path);
     }
+    check_disjoint(tensors_, path);
   } catch (...) {
     ::close(fd_);
     throw;

@@ -7,16 +7,18 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "backend/backend.hpp"
+#include "backend/factory/device_comms.hpp"
 #include "comm/alltoall.hpp"
 #include "comm/communicator.hpp"
 #include "comm/topology.hpp"
 #include "config/run_fingerprint.hpp"
 #include "core/error.hpp"
+#include "core/exit.hpp"
 #include "core/timer.hpp"
 #include "io/checkpoint.hpp"
+#include "io/output_file.hpp"
 #include "io/result_writer.hpp"
 #include "io/token_dataset.hpp"
 #include "io/trace_writer.hpp"
@@ -59,27 +61,55 @@ void agree(MPI_Comm comm, Fn&& fn) {
   throw CollectiveError(message);
 }
 
-// The results and the report are written only after the work: check now that they can be, and
-// that neither would overwrite an input or the other.
-void check_output_paths(const RunConfig& config) {
+// Where the results go: a new partial file, an earlier run's partial file, or (an older run's
+// unfinished output) the output itself. Decided by rank 0, which holds the locks.
+enum class ResultsMode : int { fresh = 0, continue_partial = 1, continue_in_place = 2 };
+
+// Rank 0's outputs: checked against the inputs and each other, locked, their stale partial
+// files cleared (io/output_file.hpp). The results' partial file is kept on failure: --resume
+// continues it.
+struct Outputs {
+  std::unique_ptr<StagedOutput> results;
+  std::unique_ptr<StagedOutput> report;
+  ResultsMode mode = ResultsMode::fresh;
+};
+
+Outputs prepare_outputs(const RunConfig& config, const ScoringOptions& options, std::FILE* log) {
   namespace fs = std::filesystem;
-  const std::pair<const char*, const std::string*> outputs[] = {{"output", &config.output}, {"report", &config.report}};
-  const std::pair<const char*, const std::string*> others[] = {
-      {"model", &config.model}, {"input", &config.input}, {"output", &config.output}};
-  for (const auto& [key, path] : outputs) {
-    if (path->empty()) continue;
-    MOE_CHECK(!fs::is_directory(*path), "{}: '{}' is a folder, not a file", *path, key);
-    const fs::path folder = fs::absolute(*path).parent_path();
-    MOE_CHECK(fs::is_directory(folder), "{}: the folder of '{}' ({}) does not exist", *path, key, folder.string());
-    for (const auto& [other_key, other] : others) {
-      if (path == other || other->empty()) continue;
-      std::error_code ec;  // equivalent() needs both files to exist; the same name is the same file
-      const bool same = fs::absolute(*path).lexically_normal() == fs::absolute(*other).lexically_normal() ||
-                        fs::equivalent(*path, *other, ec);
-      MOE_CHECK(!same, "{}: '{}' is the same file as '{}' ({}), which it would overwrite", *path, key, other_key,
-                *other);
-    }
+  const NamedPaths inputs = {{"model", config.model},
+                             {"input", config.input},
+                             {"RUN.yaml", options.run_file},
+                             {"moe.placement", config.moe.placement},
+                             {"moe.expert_cache.trace", config.moe.expert_cache.trace}};
+  Outputs out;
+  out.results = std::make_unique<StagedOutput>("output", config.output, OutputKind::results, inputs,
+                                               StagedOutput::Options{options.force, options.resume});
+  out.results->keep_partial();
+  // A run killed while it created the file's structure leaves a partial file with no journal:
+  // nothing in it to continue, so it is started afresh.
+  if (options.resume && fs::exists(out.results->partial()) &&
+      !is_output_of_kind(out.results->partial(), OutputKind::results)) {
+    std::error_code ec;
+    fs::remove(out.results->partial(), ec);
+    std::fprintf(log, "moe-score: %s held no complete results structure; starting afresh\n",
+                 out.results->partial().c_str());
   }
+  if (options.resume && fs::exists(out.results->partial()))
+    out.mode = ResultsMode::continue_partial;
+  else if (options.resume && fs::exists(config.output))
+    out.mode = ResultsMode::continue_in_place;
+  if (!out.results->note().empty() && out.mode != ResultsMode::continue_in_place)
+    std::fprintf(log, "moe-score: %s\n", out.results->note().c_str());
+  if (!config.report.empty()) {
+    // Also output and report must differ, and neither may be the other's partial file.
+    NamedPaths report_others = inputs;
+    report_others.emplace_back("output", config.output);
+    report_others.emplace_back("output.partial", partial_path(config.output));
+    out.report = std::make_unique<StagedOutput>("report", config.report, OutputKind::report, report_others,
+                                                StagedOutput::Options{options.force, false});
+    if (!out.report->note().empty()) std::fprintf(log, "moe-score: %s\n", out.report->note().c_str());
+  }
+  return out;
 }
 
 // OpenMP threads for this rank: `threads`, else OMP_NUM_THREADS, else the cores this process is
@@ -104,7 +134,7 @@ int threads_per_rank(const RunConfig& config, MPI_Comm comm) {
 
 }  // namespace
 
-RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* log, bool resume) {
+RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* log, const ScoringOptions& options) {
   const double start = now_seconds();
   PhaseTimes times;
   auto world = make_mpi_communicator(world_comm);
@@ -118,18 +148,15 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Topology> topology;
   std::unique_ptr<ExpertPlacement> placement;
+  // A GPU run picks its device from the node-local rank (collective, so asked outside agree()).
+  const int local_rank = config.backend == "cpu" ? -1 : node_local_rank(world_comm);
   agree(world_comm, [&] {
-    check_output_paths(config);
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
+    MOE_CHECK(tokens->num_seqs() > 0, "{}: holds no sequences (N = 0): nothing to score", config.input);
+    MOE_CHECK(tokens->total_tokens() > 0, "{}: its sequences hold no tokens (S = 0): nothing to score", config.input);
     tokens->validate(ckpt->config().vocab_size, ckpt->config().max_positions);
-    // The model's collectives and the all-to-all run on MPI communicators over host memory; a
-    // device backend needs the NCCL communicator wired into them first.
-    MOE_CHECK(config.backend != "cuda" || ranks == 1,
-              "backend 'cuda' runs on one rank only for now: the multi-rank GPU path (NCCL communicators in the "
-              "model and the all-to-all) is not wired yet; use backend 'cpu' for {} ranks",
-              ranks);
-    backend = make_backend(config.backend);
+    backend = make_backend(config.backend, local_rank);
     placement =
         config.moe.placement.empty()
             ? std::make_unique<ExpertPlacement>(ckpt->config(), ranks)
@@ -140,6 +167,16 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     topology = std::make_unique<Topology>(world_comm, static_cast<int>(config.parallel.ranks_per_node),
                                           static_cast<int>(config.parallel.tp));
   });
+  // The outputs: checked, locked and chosen by rank 0 (a second run on the same output stops here).
+  Outputs outputs;
+  agree(world_comm, [&] {
+    if (rank == 0) outputs = prepare_outputs(config, options, log);
+  });
+  int mode = static_cast<int>(outputs.mode);
+  MOE_MPI_CHECK(MPI_Bcast(&mode, 1, MPI_INT, 0, world_comm));
+  const ResultsMode results_mode = static_cast<ResultsMode>(mode);
+  const std::string results_path =
+      results_mode == ResultsMode::continue_in_place ? config.output : partial_path(config.output);
   const ModelConfig& model = ckpt->config();
   ExpertCacheSettings cache;
   agree(world_comm, [&] {
@@ -153,8 +190,19 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   times.add("validate", now_seconds() - start);
 
   // --- load: this rank's experts and its tensor slices of everything else ---
-  std::unique_ptr<Communicator> tp_comm = make_mpi_communicator(topology->tp_comm);
-  std::unique_ptr<AllToAll> alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend);
+  // Collectives on the backend's memory: MPI for cpu, NCCL on the backend's stream for cuda
+  // (backend/factory/device_comms.hpp). `world` stays MPI for host-side control and the report.
+  // One rank exchanges nothing: its unused all-to-all stays on MPI (no NCCL set-up).
+  std::unique_ptr<Communicator> tp_comm;
+  std::unique_ptr<Communicator> counts_comm;
+  std::unique_ptr<AllToAll> alltoall;
+  agree(world_comm, [&] {
+    const CommunicatorMaker make =
+        ranks > 1 ? backend_communicator_maker(*backend) : CommunicatorMaker(make_mpi_communicator);
+    if (topology->tp_size > 1) tp_comm = make(topology->tp_comm);
+    if (ranks > 1) counts_comm = make(world_comm);
+    alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend, make);
+  });
   std::unique_ptr<ExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
@@ -165,7 +213,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   else {
     std::vector<int> node_of(static_cast<std::size_t>(ranks));
     for (int r = 0; r < ranks; ++r) node_of[static_cast<std::size_t>(r)] = topology->node_of(r);
-    dispatcher = std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *world, *placement, std::move(node_of));
+    dispatcher =
+        std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *counts_comm, *placement, std::move(node_of));
   }
   // moe.expert_cache.slots: all keeps every local expert resident; a count or share makes the
   // bounded cache, which belady plans with the trace's batches in this run's step order.
@@ -202,7 +251,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   agree(world_comm, [&] {
     const ResultAttributes attrs{
         ckpt->fingerprint(), tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
-    writer = std::make_unique<ResultWriter>(config.output, world_comm, *tokens, attrs, resume);
+    writer =
+        std::make_unique<ResultWriter>(results_path, world_comm, *tokens, attrs, results_mode != ResultsMode::fresh);
   });
   std::unique_ptr<TraceWriter> trace;
   if (config.moe.trace)
@@ -265,35 +315,49 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const bool writes = topology->tp_rank == 0;  // one rank of each group writes its results
   TokenBatch no_batch;
   tokens->read(0, 0, no_batch);
-  for (int64_t step = 0; step < num_steps; ++step) {
-    // Asked of all ranks together, so that all stop after the same step (runtime/signals.hpp).
-    if (stop_requested(world_comm)) {
-      stopped = true;
-      break;
+  // An error inside a step is this rank's alone (the others may wait in a collective): end the
+  // job from here, before unwinding would close the results file collectively (a hang).
+  try {
+    for (int64_t step = 0; step < num_steps; ++step) {
+      // Asked of all ranks together, so that all stop after the same step (runtime/signals.hpp).
+      if (stop_requested(world_comm)) {
+        stopped = true;
+        break;
+      }
+      const int64_t b = schedule.batch(step, group);
+      {
+        ScopedPhase phase(&times, "read");
+        tokens->read(first_seq(b), end_seq(b) - first_seq(b), batch);
+      }
+      transformer->score(batch, logprobs.data(), &times);
+      {
+        ScopedPhase phase(&times, "write");
+        writer->write_batch(writes ? batch : no_batch, logprobs.data());
+        if (trace) trace->write_batch(b, batch.num_tokens(), trace_layers, writes);
+        writer->mark_done(writes ? b : -1);  // the resume journal: durable after the results
+      }
+      // What the whole job has done: every group's batch of this step is complete.
+      for (int64_t slot = 0; slot < dp; ++slot) {
+        const int64_t done_batch = schedule.batch(step, slot);
+        done.batches += done_batch >= 0 ? 1 : 0;
+        done.tokens += batch_tokens(done_batch);
+        seqs_this_run += end_seq(done_batch) - first_seq(done_batch);
+      }
+      progress.update(done);
     }
-    const int64_t b = schedule.batch(step, group);
-    {
-      ScopedPhase phase(&times, "read");
-      tokens->read(first_seq(b), end_seq(b) - first_seq(b), batch);
-    }
-    transformer->score(batch, logprobs.data(), &times);
-    {
-      ScopedPhase phase(&times, "write");
-      writer->write_batch(writes ? batch : no_batch, logprobs.data());
-      if (trace) trace->write_batch(b, batch.num_tokens(), trace_layers, writes);
-      writer->mark_done(writes ? b : -1);  // the resume journal: durable after the results
-    }
-    // What the whole job has done: every group's batch of this step is complete.
-    for (int64_t slot = 0; slot < dp; ++slot) {
-      const int64_t done_batch = schedule.batch(step, slot);
-      done.batches += done_batch >= 0 ? 1 : 0;
-      done.tokens += batch_tokens(done_batch);
-      seqs_this_run += end_seq(done_batch) - first_seq(done_batch);
-    }
-    progress.update(done);
+  } catch (const std::exception& e) {
+    abort_job(e.what(), exit_code_for(e));
   }
   const bool writer_resumed = writer->resumed();
   writer->close();
+  // Complete: the partial file becomes the output (renamed by rank 0 after every rank closed it).
+  if (rank == 0 && !stopped && results_mode != ResultsMode::continue_in_place) {
+    try {
+      outputs.results->commit();
+    } catch (const std::exception& e) {
+      abort_job(e.what(), exit_code_for(e));
+    }
+  }
   const double loop_seconds = now_seconds() - loop_start;
   progress.finish(done);
   const std::size_t growths = transformer->workspace().growths() + dispatch_ws.growths() + expert_ws.growths();
@@ -307,19 +371,22 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   in.num_tokens = done.tokens - done_before.tokens;
   in.num_steps = num_steps;
   in.workspace_growths_in_loop = growths - growths_after_reserve;
-  RunOutcome outcome{make_report(in), stopped, done.batches, num_batches};
+  RunOutcome outcome{make_report(in), stopped, done.batches, num_batches, stopped ? results_path : config.output};
   outcome.report["resume"] = {{"resumed", writer_resumed},
                               {"batches_total", num_batches},
                               {"batches_done_before", done_before.batches},
                               {"batches_done", done.batches},
                               {"stopped_by_signal", stopped}};
-  // Written by rank 0; agreed on so that a failure ends every rank together.
-  agree(world_comm, [&] {
-    if (rank != 0 || config.report.empty()) return;
-    std::ofstream out(config.report);
-    MOE_CHECK(out.good(), "{}: cannot write the run report", config.report);
-    out << outcome.report.dump(2) << "\n";
-  });
+  // Written by rank 0 (partial file, then rename); a failure ends the job with exit code 74 while
+  // the other ranks wait in the barrier below.
+  if (rank == 0 && outputs.report) {
+    try {
+      write_text_output(*outputs.report, outcome.report.dump(2) + "\n");
+    } catch (const std::exception& e) {
+      abort_job(e.what(), exit_code_for(e));
+    }
+  }
+  MOE_MPI_CHECK(MPI_Barrier(world_comm));
   return outcome;
 }
 

@@ -154,6 +154,7 @@ void write_random_tokens(const TokenSpec& spec, const std::string& path) {
     file.write<int32_t>("tokens", {0}, {offsets.back()}, ids.data());
     file.create_dataset<int64_t>("offsets", {spec.num_seqs + 1});
     file.write<int64_t>("offsets", {0}, {spec.num_seqs + 1}, offsets.data());
+    file.close();
     return;
   }
   std::vector<int32_t> ids(static_cast<std::size_t>(spec.num_seqs * spec.max_length), -1);
@@ -164,6 +165,7 @@ void write_random_tokens(const TokenSpec& spec, const std::string& path) {
   file.write<int32_t>("tokens", {0, 0}, {spec.num_seqs, spec.max_length}, ids.data());
   file.create_dataset<int32_t>("lengths", {spec.num_seqs});
   file.write<int32_t>("lengths", {0}, {spec.num_seqs}, lengths32.data());
+  file.close();
 }
 
 }  // namespace moe

@@ -2,7 +2,8 @@
 // exact expected output. Runs under mpirun with any number of ranks (one GPU per rank); skips on
 // every rank when there is no device or fewer devices than ranks on a node.
 //
-// As written, this test has NOT yet run on a GPU.
+// Also the host-buffer paths (staged through the device) and the dispatcher's flat NCCL
+// all-to-all. As written, this test has NOT yet run on a GPU.
 #include "nccl_communicator.hpp"
 
 #include <gtest/gtest.h>
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "comm/alltoall.hpp"
+#include "comm/topology.hpp"
 #include "core/error.hpp"
 #include "cuda_backend.hpp"
 
@@ -104,7 +107,13 @@ TEST_F(NcclCommunicatorTest, Allgather) {
   EXPECT_EQ(comm_->stats().bytes, static_cast<uint64_t>(size_ - 1) * bytes);
 }
 
-TEST_F(NcclCommunicatorTest, AlltoallvImbalanced) {
+// How an all-to-all-v is called: on device buffers, on host buffers (staged through the device),
+// or through the dispatcher's payload AllToAll (flat, hierarchical) over NCCL communicators.
+enum class Path { device, host, flat_alltoall, hierarchical_alltoall };
+
+class NcclAlltoallv : public NcclCommunicatorTest, public ::testing::WithParamInterface<Path> {};
+
+TEST_P(NcclAlltoallv, Imbalanced) {
   // Rank r sends (r + 2p) % 5 int32 to peer p (some zero), value r * 1e6 + p * 1e3 + i.
   auto count = [](int from, int to) { return static_cast<std::size_t>((from + 2 * to) % 5); };
   std::vector<std::size_t> send_bytes(size_), send_displs(size_), recv_bytes(size_), recv_displs(size_);
@@ -125,18 +134,65 @@ TEST_F(NcclCommunicatorTest, AlltoallvImbalanced) {
     }
   }
   send.push_back(-1);  // never empty, so the buffer exists
-  DeviceBuffer send_dev = upload(*backend_, send);
-  DeviceBuffer recv_dev = backend_->alloc((recv_total + 1) * sizeof(int32_t));
-  comm_->reset_stats();
-  comm_->alltoallv(send_dev.data(), send_bytes.data(), send_displs.data(), recv_dev.data(), recv_bytes.data(),
-                   recv_displs.data());
-  const auto got = download<int32_t>(*backend_, recv_dev, recv_total);
+  std::vector<int32_t> got(recv_total + 1, -7);
+  CommStats stats;
+  if (GetParam() == Path::host) {
+    comm_->reset_stats();
+    comm_->alltoallv(send.data(), send_bytes.data(), send_displs.data(), got.data(), recv_bytes.data(),
+                     recv_displs.data());
+    stats = comm_->stats();  // returns with the data in host memory: no synchronisation here
+  } else {
+    DeviceBuffer send_dev = upload(*backend_, send);
+    DeviceBuffer recv_dev = backend_->alloc((recv_total + 1) * sizeof(int32_t));
+    if (GetParam() == Path::device) {
+      comm_->reset_stats();
+      comm_->alltoallv(send_dev.data(), send_bytes.data(), send_displs.data(), recv_dev.data(), recv_bytes.data(),
+                       recv_displs.data());
+      stats = comm_->stats();
+    } else {
+      // Real nodes (MPI_COMM_TYPE_SHARED), tp 1; the variants' own staging uses the backend's copies.
+      const Topology topology(MPI_COMM_WORLD, 0, 1);
+      const std::string name = GetParam() == Path::flat_alltoall ? "flat" : "hierarchical";
+      auto alltoall = make_alltoall(name, topology, *backend_,
+                                    [this](MPI_Comm c) { return make_nccl_communicator(c, backend_->stream()); });
+      alltoall->run(send_dev.data(), send_bytes.data(), send_displs.data(), recv_dev.data(), recv_bytes.data(),
+                    recv_displs.data());
+      stats = alltoall->stats();
+      EXPECT_EQ(alltoall->name(), name);
+    }
+    got = download<int32_t>(*backend_, recv_dev, recv_total);
+  }
   std::size_t at = 0;
   for (int p = 0; p < size_; ++p)
     for (std::size_t i = 0; i < count(p, rank_); ++i, ++at)
       ASSERT_EQ(got[at], p * 1000000 + rank_ * 1000 + static_cast<int32_t>(i)) << "from " << p << " item " << i;
-  EXPECT_EQ(comm_->stats().messages, expect_messages);
-  EXPECT_EQ(comm_->stats().bytes, expect_bytes);
+  if (GetParam() != Path::hierarchical_alltoall) {  // (hierarchical counts its two stages' messages)
+    EXPECT_EQ(stats.messages, expect_messages);
+    EXPECT_EQ(stats.bytes, expect_bytes);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, NcclAlltoallv,
+                         ::testing::Values(Path::device, Path::host, Path::flat_alltoall, Path::hierarchical_alltoall));
+
+// Host buffers (the LM head's per-slice results under tp, the counts): staged through the
+// device, and the call returns with the result in host memory.
+TEST_F(NcclCommunicatorTest, HostBuffers) {
+  std::vector<double> lse(5);
+  for (std::size_t i = 0; i < lse.size(); ++i) lse[i] = rank_ + 0.25 * static_cast<double>(i);
+  std::vector<double> all(lse.size() * size_, -1.0);
+  comm_->allgather(lse.data(), sizeof(double) * lse.size(), all.data());
+  for (int p = 0; p < size_; ++p)
+    for (std::size_t i = 0; i < lse.size(); ++i) ASSERT_EQ(all[p * lse.size() + i], p + 0.25 * i) << p << " " << i;
+  std::vector<float> sum(7, static_cast<float>(rank_ + 1));
+  comm_->allreduce_sum(sum.data(), sum.size());
+  for (float v : sum) ASSERT_EQ(v, static_cast<float>(size_ * (size_ + 1) / 2));
+  std::vector<double> dsum(3, 0.5);
+  comm_->allreduce_sum(dsum.data(), dsum.size());
+  for (double v : dsum) ASSERT_EQ(v, 0.5 * size_);
+  std::vector<float> mx(4, static_cast<float>(rank_));
+  comm_->allreduce_max(mx.data(), mx.size());
+  for (float v : mx) ASSERT_EQ(v, static_cast<float>(size_ - 1));
 }
 
 TEST_F(NcclCommunicatorTest, Barrier) {

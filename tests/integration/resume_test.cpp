@@ -121,8 +121,10 @@ TEST_F(Resume, SigtermAtTwentyRandomPointsThenResumeGivesTheSameBytes) {
     if (code == kStoppedExitCode) {
       ++stopped;
       EXPECT_THAT(run.output(), HasSubstr("run again with --resume"));
-      done_before = batches_done(where + "/scores.h5");
+      // An unfinished run's results stay under the partial name (io/output_file.hpp).
+      done_before = batches_done(where + "/scores.h5.partial");
       EXPECT_LT(done_before, kNumBatches) << "a stopped run's journal lists every batch";
+      EXPECT_FALSE(std::filesystem::exists(where + "/scores.h5")) << "an unfinished output was put in place";
     } else if (code == 0) {
       ++completed;  // the signal came after the last step
     } else {
@@ -225,12 +227,13 @@ TEST_F(Resume, OutputOfAnotherRunIsRefused) {
     EXPECT_THAT(r.output, HasSubstr("would mix the results of two different runs"));
     EXPECT_EQ(run_command("cmp " + reference() + " " + where + "/scores.h5").exit_code, 0) << "refused output changed";
   }
-  // A file that is not moe-score output (here: a checkpoint) is not overwritten either.
+  // A file that is not moe-score output (here: a checkpoint) is not overwritten either
+  // (io/output_file.hpp refuses it before the run starts).
   std::filesystem::copy_file(dir_->file("model.h5"), where + "/scores.h5",
                              std::filesystem::copy_options::overwrite_existing);
   r = run_command("cd " + where + " && timeout 60 " + score_command(" --resume"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("has no resume journal"));
+  EXPECT_THAT(r.output, HasSubstr("is not a moe-score results file"));
   EXPECT_EQ(run_command("cmp " + dir_->file("model.h5") + " " + where + "/scores.h5").exit_code, 0);
 }
 

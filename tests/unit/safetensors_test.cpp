@@ -100,5 +100,20 @@ TEST(Safetensors, RefusesBadHeaders) {
   EXPECT_THAT(error_of(write_file(dir, "", 0)), HasSubstr("not valid JSON"));
 }
 
+// Tensors whose bytes overlap would read as each other's weights: refused, naming both (issue
+// 12). Tensors that only touch, and empty tensors anywhere, are fine.
+TEST(Safetensors, OverlappingDataOffsetsAreRefused) {
+  test::ScratchDir dir("safetensors-overlap");
+  const std::string overlap =
+      R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})";
+  EXPECT_THAT(error_of(write_file(dir, overlap, 16)), HasSubstr("'a' and 'b' overlap"));
+  const std::string same =
+      R"({"x":{"dtype":"BF16","shape":[2],"data_offsets":[4,8]},"y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  EXPECT_THAT(error_of(write_file(dir, same, 8)), HasSubstr("overlap"));
+  const std::string touching =
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}})";
+  EXPECT_EQ(error_of(write_file(dir, touching, 16)), "");
+}
+
 }  // namespace
 }  // namespace moe
