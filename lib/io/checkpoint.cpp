@@ -1,8 +1,7 @@
 #include "io/checkpoint.hpp"
 
-#include <bit>
-
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -48,8 +47,8 @@ inline uint64_t element_hash(uint64_t bits, uint64_t index) {
 }
 
 struct BoxScan {
-  uint64_t sum = 0;        // sum of element_hash over the box (mod 2^64)
-  int64_t first_bad = -1;  // the first non-finite element, as an index into the box
+  uint64_t sum = 0;                 // sum of element_hash over the box (mod 2^64)
+  int64_t first_bad = -1;           // the first non-finite element, as an index into the box
   uint64_t max_magnitude_bits = 0;  // largest |element| as its bits without the sign (finite
                                     // floats and bf16 order like these bits)
 };
@@ -152,9 +151,8 @@ HostTensor CheckpointReader::read(const std::string& name, const std::vector<int
          value, index_text(scan.first_bad, offset, count));
   }
   reads_.push_back({name, offset, count, scan.sum});
-  const float max_abs = t.dtype == DType::f32
-                            ? std::bit_cast<float>(static_cast<uint32_t>(scan.max_magnitude_bits))
-                            : bf16_to_float(static_cast<uint16_t>(scan.max_magnitude_bits));
+  const float max_abs = t.dtype == DType::f32 ? std::bit_cast<float>(static_cast<uint32_t>(scan.max_magnitude_bits))
+                                              : bf16_to_float(static_cast<uint16_t>(scan.max_magnitude_bits));
   if (max_abs > kLargestPlausibleWeight)
     warnings_.push_back(
         fmt::format("{}: dataset '{}' holds a weight of magnitude {:.3g} (above {:.0e}): activations "

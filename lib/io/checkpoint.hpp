@@ -36,6 +36,8 @@ class CheckpointReader {
   const std::string& path() const { return file_.path(); }
   const ModelConfig& config() const { return config_; }
   bool has(const std::string& name) const { return file_.has(name); }
+  // The open file, for metadata queries (the expert cache maps expert blocks to byte offsets).
+  const h5::File& file() const { return file_; }
 
   // Reads the box [offset, offset + count) of `name`, whose full shape must be `expected_shape`.
   // Empty offset/count read the whole tensor.

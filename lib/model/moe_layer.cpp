@@ -97,42 +97,61 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
 
 float* MoeLayer::compute_experts(Step& step) {
   const ModelConfig& c = step.config;
-  Backend& be = step.backend;
   const int64_t d = c.hidden_size;
   const int64_t num_rows = handle_.num_rows();
   const std::vector<int64_t>& offsets = handle_.local_offsets;
   const auto local = static_cast<int64_t>(handle_.local_experts.size());
-  // Lease every active local expert; the leases are held until the GEMMs are done. Two GEMM
-  // groups per expert, its routed rows and its padding, with the same weights.
-  leases_.clear();
+  const auto idle = [&](int64_t x) { return offsets[2 * x + 2] == offsets[2 * x]; };  // not leased
   in_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
   out_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
-  std::vector<int64_t>& ffn = ffn_;
-  ffn.assign(static_cast<std::size_t>(local), 0);
+  ffn_.assign(static_cast<std::size_t>(local), 0);
   int64_t widest = 0;
-  for (int64_t x = 0; x < local; ++x) {
-    if (offsets[2 * x + 2] == offsets[2 * x]) continue;  // idle experts are not leased
-    ExpertLease& lease = leases_.emplace_back(experts_.lease(layer_, handle_.local_experts[x]));
-    in_views_[2 * x] = in_views_[2 * x + 1] = lease.weights().in;
-    out_views_[2 * x] = out_views_[2 * x + 1] = lease.weights().out;
-    ffn[x] = lease.weights().ffn();
-    widest = std::max(widest, ffn[x]);
-  }
+  for (int64_t x = 0; x < local; ++x)
+    if (!idle(x)) widest = std::max(widest, experts_.expert_ffn(layer_, handle_.local_experts[x]));
   float* in = expert_ws_.get<float>(expert_slot::in, static_cast<std::size_t>(num_rows * c.mlp_in_rows(widest)));
   float* act = c.activation == ActivationKind::swiglu
                    ? expert_ws_.get<float>(expert_slot::act, static_cast<std::size_t>(num_rows * widest))
                    : in;
   float* out = expert_ws_.get<float>(expert_slot::out, static_cast<std::size_t>(num_rows * d));
+  // Leases are held until their experts' GEMMs are done. A bounded store lends at most
+  // lease_capacity experts of a layer at once, so the active experts go in chunks of that many
+  // (compute order), a chunk's leases released before the next chunk is leased. Each expert's
+  // GEMMs are the same whatever the chunking (grouped_linear is per group), so the result is too.
+  const int64_t capacity = experts_.lease_capacity(layer_);
+  for (int64_t chunk = 0; chunk < local;) {
+    leases_.clear();
+    int64_t end = chunk;
+    for (; end < local; ++end) {
+      if (idle(end)) continue;
+      if (static_cast<int64_t>(leases_.size()) == capacity) break;
+      ExpertLease& lease = leases_.emplace_back(experts_.lease(layer_, handle_.local_experts[end]));
+      // Two GEMM groups per expert, its routed rows and its padding, with the same weights.
+      in_views_[2 * end] = in_views_[2 * end + 1] = lease.weights().in;
+      out_views_[2 * end] = out_views_[2 * end + 1] = lease.weights().out;
+      ffn_[end] = lease.weights().ffn();
+    }
+    compute_runs(step, chunk, end, in, act, out);
+    chunk = end;
+  }
+  leases_.clear();  // released: a cache may evict them now
+  return out;
+}
+
+void MoeLayer::compute_runs(Step& step, int64_t begin, int64_t end, float* in, float* act, float* out) {
+  const ModelConfig& c = step.config;
+  Backend& be = step.backend;
+  const int64_t d = c.hidden_size;
+  const std::vector<int64_t>& offsets = handle_.local_offsets;
   // Experts of one FFN width are consecutive (placement.hpp's compute order); idle experts join
   // any run. Each run is one grouped GEMM in, the activation, one grouped GEMM out.
-  for (int64_t first = 0; first < local;) {
-    int64_t width = 0, end = first;
-    for (; end < local; ++end) {
-      if (ffn[end] == 0) continue;
-      if (width != 0 && ffn[end] != width) break;
-      width = ffn[end];
+  for (int64_t first = begin; first < end;) {
+    int64_t width = 0, run_end = first;
+    for (; run_end < end; ++run_end) {
+      if (ffn_[run_end] == 0) continue;
+      if (width != 0 && ffn_[run_end] != width) break;
+      width = ffn_[run_end];
     }
-    const int64_t g0 = 2 * first, groups = 2 * (end - first);
+    const int64_t g0 = 2 * first, groups = 2 * (run_end - first);
     const int64_t r0 = offsets[g0], rows = offsets[g0 + groups] - r0;
     if (rows > 0) {
       float* run_in = in + r0 * c.mlp_in_rows(width);
@@ -144,10 +163,8 @@ float* MoeLayer::compute_experts(Step& step) {
       mlp_activation(be, c.activation, run_in, run_act, rows, width);
       be.grouped_linear(run_act, run_offsets_.data(), groups, out_views_.data() + g0, out + r0 * d);
     }
-    first = end;
+    first = run_end;
   }
-  leases_.clear();  // released: a cache may evict them now
-  return out;
 }
 
 void MoeLayer::shared_forward(Step& step, const LayerWeights& weights, const float* x, float* h) {

@@ -74,6 +74,8 @@ class MoeLayer {
   // expert_out [rows, d] = the local experts' MLPs of handle_.expert_rows, one grouped GEMM per
   // FFN width (one in all but hand-made placements); returns expert_out.
   float* compute_experts(Step& step);
+  // The grouped GEMMs of local experts [begin, end), whose leases are held.
+  void compute_runs(Step& step, int64_t begin, int64_t end, float* in, float* act, float* out);
   void shared_forward(Step& step, const LayerWeights& weights, const float* x, float* h);
 };
 

@@ -83,6 +83,13 @@ ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backen
   }
 }
 
+int64_t ResidentExpertStore::expert_ffn(int64_t layer_id, int64_t expert) const {
+  const Layer& layer = layers_[static_cast<std::size_t>(layer_id)];
+  const int64_t x = layer.local_of.at(static_cast<std::size_t>(expert));
+  MOE_CHECK(x >= 0, "layer {}: expert {} is not held by this rank", layer_id, expert);
+  return layer.experts[static_cast<std::size_t>(x)].ffn;
+}
+
 ExpertLease ResidentExpertStore::lease(int64_t layer_id, int64_t expert) {
   const Layer& layer = layers_[static_cast<std::size_t>(layer_id)];
   MOE_CHECK(expert >= 0 && expert < static_cast<int64_t>(layer.local_of.size()) &&

@@ -10,6 +10,7 @@
 
 #include "backend/backend.hpp"
 #include "io/checkpoint.hpp"
+#include "moe/cache/cache_book.hpp"
 #include "moe/placement.hpp"
 
 namespace moe {
@@ -20,6 +21,14 @@ struct ExpertWeights {
   WeightView in;
   WeightView out;
   int64_t ffn() const { return out.cols; }
+};
+
+// One MoE layer's bounded cache on this rank (zeros where the rank holds none of its experts).
+struct ExpertCacheLayerStats {
+  int64_t layer = 0;
+  int64_t slots = 0;
+  ExpertCacheStats stats;
+  uint64_t resident_bytes = 0;  // the slots' backend memory
 };
 
 struct ExpertStoreStats {
@@ -60,6 +69,14 @@ class ExpertStore {
   // The local experts of `layer` that the next leases will ask for (compute order). Default: nothing.
   virtual void prefetch(int64_t /*layer*/, const std::vector<int64_t>& /*experts*/) {}
   virtual std::size_t resident_bytes() const = 0;
+  // FFN columns this rank holds of `expert` (sizes the GEMM buffers before any lease).
+  virtual int64_t expert_ffn(int64_t layer, int64_t expert) const = 0;
+  // How many experts of `layer` may be leased at once (a bounded cache: its slots).
+  virtual int64_t lease_capacity(int64_t /*layer*/) const { return INT64_MAX; }
+  // The batch loop starts (after the warm-up batch): a cache forgets the warm-up's requests.
+  virtual void begin_run() {}
+  // Per MoE layer, the cache's figures; empty for a store without a cache.
+  virtual std::vector<ExpertCacheLayerStats> cache_stats() const { return {}; }
   // Leases handed out and not yet released.
   int64_t outstanding_leases() const { return outstanding_; }
   const ExpertStoreStats& stats() const { return stats_; }
@@ -85,6 +102,7 @@ class ResidentExpertStore final : public ExpertStore {
   ResidentExpertStore(CheckpointReader& ckpt, Backend& backend, const ExpertPlacement& placement, int rank);
   ExpertLease lease(int64_t layer, int64_t expert) override;
   std::size_t resident_bytes() const override { return bytes_; }
+  int64_t expert_ffn(int64_t layer, int64_t expert) const override;
 
  private:
   struct Local {

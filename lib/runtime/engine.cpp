@@ -25,6 +25,7 @@
 #include "model/transformer.hpp"
 #include "moe/alltoall_dispatcher.hpp"
 #include "moe/cache/cache_settings.hpp"
+#include "moe/cached_expert_store.hpp"
 #include "moe/expert_store.hpp"
 #include "moe/placement.hpp"
 #include "moe/placement_file.hpp"
@@ -186,11 +187,15 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   // A belady trace's model is checked after loading, against the whole-model checksum (what
   // results and traces store), which only the weights' reads make.
   std::string traced_model;
-  bool bounded_cache = false;
+  ExpertCacheSettings cache;
   agree(world_comm, [&] {
-    const ExpertCacheSettings cache = resolve_expert_cache(config, model, "", tokens->checksum());
+    cache = resolve_expert_cache(config, model, "", tokens->checksum());
     if (cache.trace) traced_model = cache.trace->model_checksum;
-    bounded_cache = cache.bounded;
+    // Belady plans with the trace's routed rows; static gating also computes padding rows, so the
+    // experts a rank computes are not the trace's.
+    MOE_CHECK(!cache.bounded || cache.policy != "belady" || config.moe.gating == GatingKind::dynamic,
+              "'moe.expert_cache.policy: belady' needs 'moe.gating: dynamic' (static gating computes padding rows "
+              "the trace does not show); use lifo or lru");
   });
   {
     // Before anything large is allocated: the model shard and the largest batch's workspace.
@@ -205,7 +210,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
       max_tokens = std::max(max_tokens, sum);
     }
     const MemoryEstimate need =
-        estimate_memory(model, *placement, topology->tp_size, max_tokens, max_len, omp_get_max_threads());
+        estimate_memory(model, *placement, rank, cache.bounded ? cache.layer_slots : std::vector<int64_t>{},
+                        topology->tp_size, max_tokens, max_len, omp_get_max_threads());
     agree(world_comm, [&] { require_memory_on_nodes(need, world_comm); });
   }
   times.add("validate", now_seconds() - start);
@@ -224,7 +230,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     if (ranks > 1) counts_comm = make(world_comm);
     alltoall = make_alltoall(alltoall_name(config.moe.alltoall), *topology, *backend, make);
   });
-  std::unique_ptr<ResidentExpertStore> experts;
+  std::unique_ptr<ExpertStore> experts;
   std::unique_ptr<Transformer> transformer;
   Workspace dispatch_ws(*backend);
   Workspace expert_ws(*backend);
@@ -237,13 +243,23 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     dispatcher =
         std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *counts_comm, *placement, std::move(node_of));
   }
+  // moe.expert_cache.slots: all keeps every local expert resident; a count or share makes the
+  // bounded cache, which belady plans with the trace's batches in this run's step order.
+  CachedExpertStore* cached = nullptr;
+  const auto make_store = [&]() -> std::unique_ptr<ExpertStore> {
+    if (!cache.bounded) return std::make_unique<ResidentExpertStore>(*ckpt, *backend, *placement, rank);
+    auto store = std::make_unique<CachedExpertStore>(*ckpt, *backend, *placement, rank,
+                                                     CachedExpertStoreOptions{cache.layer_slots, cache.policy, {}});
+    cached = store.get();
+    return store;
+  };
   {
     ScopedPhase phase(&times, "load");
     agree(world_comm, [&] {
       TransformerOptions options;
       options.gating = {config.moe.gating, config.moe.capacity_factor};
       options.tp = {topology->tp_size > 1 ? tp_comm.get() : nullptr, topology->tp_rank, topology->tp_size};
-      experts = std::make_unique<ResidentExpertStore>(*ckpt, *backend, *placement, rank);
+      experts = make_store();
       transformer = std::make_unique<Transformer>(*ckpt, *backend, *experts, *dispatcher, expert_ws, options);
     });
   }
@@ -264,11 +280,6 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     MOE_CHECK(traced_model.empty() || traced_model == model_checksum,
               "run file: 'moe.expert_cache.trace' {} traced another model (model_checksum {}, this model's {})",
               config.moe.expert_cache.trace, traced_model, model_checksum);
-    // The keys are checked above so that run files can be written for it; the store that honours
-    // them needs the pipeline's leases and lands with them (issue 10). Checked here, after the
-    // trace's model, so that every key's error shows.
-    MOE_CHECK(!bounded_cache, "moe.expert_cache.slots: '{}': the bounded expert store is not built yet; use 'all'",
-              config.moe.expert_cache.slots);
     const ResultAttributes attrs{
         model_checksum, tokens->checksum(), config.effective_yaml, run_fingerprint(config), ranks, bsz};
     writer =
@@ -285,6 +296,20 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     trace_layers.push_back({layer->layer(), &layer->last_counts(), &layer->last_topk_ids()});
   const BatchSchedule schedule(writer->journal(), dp);
   const int64_t num_steps = schedule.num_steps();
+  if (cached && cache.trace) {
+    // Belady's future: each step's batches of every dp group, as the schedule deals them.
+    std::vector<std::vector<int64_t>> step_batches(static_cast<std::size_t>(num_steps));
+    for (int64_t s = 0; s < num_steps; ++s)
+      for (int64_t g = 0; g < dp; ++g) step_batches[static_cast<std::size_t>(s)].push_back(schedule.batch(s, g));
+    std::vector<RequestSteps> future(static_cast<std::size_t>(model.num_layers));
+    agree(world_comm, [&] {
+      for (int64_t i = 0; i < model.num_layers; ++i)
+        if (model.is_moe_layer(i))
+          future[static_cast<std::size_t>(i)] =
+              local_request_steps(*cache.trace, i, placement->local_experts(i, rank), step_batches);
+    });
+    cached->set_future(std::move(future));
+  }
   // Sequences [first, end) of global batch b; b = -1 (an idle rank) is empty.
   const auto first_seq = [&](int64_t b) { return b >= 0 ? b * bsz : n; };
   const auto end_seq = [&](int64_t b) { return b >= 0 ? std::min(n, (b + 1) * bsz) : n; };
@@ -303,6 +328,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   {
     ScopedPhase phase(&times, "warmup");
     transformer->reserve(std::min(bsz, n), max_tokens, max_len);
+    experts->begin_run();  // a cache forgets the warm-up batch's requests
   }
   const std::vector<std::string> weight_warnings = gather_unique_lines(world_comm, ckpt->warnings());
   if (rank == 0 && log)

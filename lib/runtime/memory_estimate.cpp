@@ -1,6 +1,7 @@
 #include "runtime/memory_estimate.hpp"
 
 #include <algorithm>
+#include <functional>
 
 #include "core/error.hpp"
 #include "core/memory_budget.hpp"
@@ -15,8 +16,9 @@ constexpr double kWeightBytes = 4;
 constexpr double kDispatchImbalance = 2;
 }  // namespace
 
-MemoryEstimate estimate_memory(const ModelConfig& c, const ExpertPlacement& placement, int64_t tp, int64_t max_tokens,
-                               int64_t max_len, int threads) {
+MemoryEstimate estimate_memory(const ModelConfig& c, const ExpertPlacement& placement, int rank,
+                               const std::vector<int64_t>& layer_slots, int64_t tp, int64_t max_tokens, int64_t max_len,
+                               int threads) {
   const double d = static_cast<double>(c.hidden_size);
   const double q_cols = static_cast<double>(c.num_heads * c.head_dim);
   const double kv_cols = static_cast<double>(c.num_kv_heads * c.head_dim);
@@ -24,16 +26,21 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const ExpertPlacement& plac
   double local_expert_params = 0;
   double widest_mlp = static_cast<double>(c.mlp_in_rows(std::max(c.dense_ffn, c.shared_ffn)));
   double widest_router = 0;
-  const auto local = placement.local_ranges();
   for (int64_t i = 0; i < c.num_layers; ++i) {
     if (!c.is_moe_layer(i)) continue;
     const double per_expert = static_cast<double>(c.mlp_in_rows(c.expert_ffn) + c.expert_ffn) * d + d;
     expert_params += per_expert * static_cast<double>(c.num_experts(i));
-    const auto [first, count] = local[static_cast<std::size_t>(i)];
-    (void)first;
-    const auto& layer = placement.layer(i);
-    local_expert_params +=
-        per_expert * static_cast<double>(count) / static_cast<double>(std::max<int64_t>(1, layer.slices));
+    // This rank's experts (their FFN columns); a bounded cache holds at most `slots` of them, the
+    // widest ones counted.
+    std::vector<double> local;
+    for (const LocalExpert& x : placement.local_experts(i, rank))
+      local.push_back(static_cast<double>(c.mlp_in_rows(x.ffn()) + x.ffn()) * d + d);
+    std::sort(local.begin(), local.end(), std::greater<>());
+    const std::size_t slots =
+        layer_slots.empty() ? local.size()
+                            : std::min<std::size_t>(local.size(), static_cast<std::size_t>(std::max<int64_t>(
+                                                                      0, layer_slots[static_cast<std::size_t>(i)])));
+    for (std::size_t x = 0; x < slots; ++x) local_expert_params += local[x];
     widest_router = std::max(widest_router, static_cast<double>(c.num_experts(i)));
   }
   MemoryEstimate e;

@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "config/model_config.hpp"
 #include "moe/placement.hpp"
@@ -16,9 +17,12 @@ struct MemoryEstimate {
   double workspace_bytes = 0;  // activations, dispatch buffers, scratch and host staging
 };
 
-// tp: ranks sharing the dense weights; max_tokens / max_len: the largest batch and sequence.
-MemoryEstimate estimate_memory(const ModelConfig& config, const ExpertPlacement& placement, int64_t tp,
-                               int64_t max_tokens, int64_t max_len, int threads);
+// rank: whose experts (placement) are counted; layer_slots: per layer, the expert slots of a
+// bounded expert cache (empty: every local expert resident); tp: ranks sharing the dense
+// weights; max_tokens / max_len: the largest batch and sequence.
+MemoryEstimate estimate_memory(const ModelConfig& config, const ExpertPlacement& placement, int rank,
+                               const std::vector<int64_t>& layer_slots, int64_t tp, int64_t max_tokens, int64_t max_len,
+                               int threads);
 
 // Collective over `world`: sums the estimates of the ranks of each node and throws one line
 // ("need X, available Y") on every rank when a node cannot hold its ranks' share.

@@ -34,6 +34,30 @@ const char* const kPhases[] = {"validate",     "load",          "warmup",       
 
 }  // namespace
 
+namespace {
+nlohmann::json cache_layer_json(Communicator& world, const ExpertCacheLayerStats& c) {
+  const std::vector<double> hits = gather(world, static_cast<double>(c.stats.hits));
+  const std::vector<double> misses = gather(world, static_cast<double>(c.stats.misses));
+  const std::vector<double> bytes = gather(world, static_cast<double>(c.stats.bytes_loaded));
+  const std::vector<double> stall = gather(world, c.stats.stall_seconds);
+  const std::vector<double> slots = gather(world, static_cast<double>(c.slots));
+  const std::vector<double> resident = gather(world, static_cast<double>(c.resident_bytes));
+  const double h = std::accumulate(hits.begin(), hits.end(), 0.0);
+  const double m = std::accumulate(misses.begin(), misses.end(), 0.0);
+  return {{"slots_per_rank", std::vector<int64_t>(slots.begin(), slots.end())},
+          {"hits", static_cast<int64_t>(h)},
+          {"misses", static_cast<int64_t>(m)},
+          {"miss_rate", h + m > 0 ? m / (h + m) : 0.0},
+          {"bytes_loaded", static_cast<int64_t>(std::accumulate(bytes.begin(), bytes.end(), 0.0))},
+          {"stall_seconds_max_over_ranks", *std::max_element(stall.begin(), stall.end())},
+          {"hits_per_rank", std::vector<int64_t>(hits.begin(), hits.end())},
+          {"misses_per_rank", std::vector<int64_t>(misses.begin(), misses.end())},
+          {"bytes_loaded_per_rank", std::vector<int64_t>(bytes.begin(), bytes.end())},
+          {"stall_seconds_per_rank", stall},
+          {"resident_expert_bytes_per_rank", std::vector<int64_t>(resident.begin(), resident.end())}};
+}
+}  // namespace
+
 nlohmann::json make_report(const ReportInputs& in) {
   using nlohmann::json;
   Communicator& world = in.world;
@@ -93,6 +117,9 @@ nlohmann::json make_report(const ReportInputs& in) {
       {"workspace_bytes", in.transformer.workspace().bytes()},
       {"workspace_growths_in_batch_loop", in.workspace_growths_in_loop}};
 
+  // The bounded expert cache (moe.expert_cache.slots other than all): per MoE layer, the same on
+  // every rank (zeros where a rank holds none of the layer's experts).
+  std::vector<ExpertCacheLayerStats> cache = in.experts.cache_stats();
   json layers = json::array();
   for (const MoeLayerStats& s : in.transformer.moe_stats()) {
     std::vector<double> counts(s.expert_tokens.begin(), s.expert_tokens.end());
@@ -121,6 +148,8 @@ nlohmann::json make_report(const ReportInputs& in) {
                       {"rows_computed_max_over_mean", rows_mean > 0 ? rows_max / rows_mean : 0.0},
                       {"alltoall_messages_per_rank", messages},
                       {"alltoall_bytes_per_rank", bytes}});
+    const auto c = std::find_if(cache.begin(), cache.end(), [&](const auto& x) { return x.layer == s.layer; });
+    if (c != cache.end()) layers.back()["expert_cache"] = cache_layer_json(world, *c);
   }
   r["moe_layers"] = layers;
   return r;
