@@ -44,14 +44,15 @@ struct Layer {
   int64_t layer, experts;
 };
 
-// Writes a results file as moe-score does with moe.trace: true (the cache branch's layout):
-// model_checksum, trace_batch_size, batch_done [batches] and trace/layer_<L>/expert_rows
-// [batches, E]. Returns each layer's rows of the finished batches, in order.
+// Writes a results file as moe-score does with moe.trace: true (docs/formats.md): model_checksum,
+// input_checksum, trace_batch_size, batch_done [batches] and trace/layer_<L>/expert_rows [batches, E]. Returns each
+// layer's rows of the finished batches, in order.
 std::map<int64_t, std::vector<int64_t>> write_trace(const std::string& path, const std::string& checksum,
                                                     const std::vector<Layer>& layers, const std::vector<int32_t>& done,
                                                     std::mt19937& rng) {
   h5::File f = h5::File::create(path, MPI_COMM_SELF);
   f.write_string_attribute("/", "model_checksum", checksum);
+  f.write_string_attribute("/", "input_checksum", "0123");
   f.write_attributes({{"trace_batch_size", int64_t{4}}});
   const auto batches = static_cast<int64_t>(done.size());
   f.create_dataset<int32_t>("batch_done", {batches});
@@ -108,6 +109,7 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   {
     h5::File f = h5::File::create(path("untraced"), MPI_COMM_SELF);
     f.write_string_attribute("/", "model_checksum", "abc");
+    f.write_string_attribute("/", "input_checksum", "0123");
     f.create_dataset<int32_t>("batch_done", {1});
   }
   const auto read = [&](const std::string& n) { read_trace_counts({path(n)}, model(), "abc"); };
