@@ -24,17 +24,10 @@ root=$PWD
 bench=${1:-build/bench_placement}
 reps=${REPS:-3}
 
-bash scripts/setup.sh
-preset=${MOE_PRESET:-default}
-build=build
-[[ $preset == default ]] || build=build-$preset
-cmake --preset "$preset" >/dev/null
-cmake --build --preset "$preset" --target moe-score moe-synth moe-place >/dev/null
-source scripts/mpi_env.sh
+source scripts/build_preset.sh moe-score moe-synth moe-place
 export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
 mkdir -p "$bench"
 bench=$(cd "$bench" && pwd)
-bin=$root/$build/bin
 cd "$bench"
 
 world=4
