@@ -12,6 +12,7 @@
 #include "io/h5.hpp"
 #include "moe/balance/plan_trace.hpp"
 #include "moe/balance/trace_reader.hpp"
+#include "support/h5_edit.hpp"
 #include "support/one_line_error.hpp"
 #include "support/process.hpp"
 
@@ -106,6 +107,8 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   write_trace(path("dense"), "abc", {{1, 8}, {2, 8}, {3, 16}}, {1, 1}, rng);
   write_trace(path("experts"), "abc", {{1, 8}, {3, 12}}, {1, 1}, rng);
   write_trace(path("none"), "abc", {}, {1, 1}, rng);
+  write_trace(path("int32"), "abc", {{1, 8}, {3, 16}}, {1, 1}, rng);
+  test::h5_replace_i32(path("int32"), "trace/layer_3/expert_rows", {2, 16}, std::vector<int32_t>(32, 1));
   {
     h5::File f = h5::File::create(path("untraced"), MPI_COMM_SELF);
     f.write_string_attribute("/", "model_checksum", "abc");
@@ -119,6 +122,7 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   expect_one_line_error([&] { read("dense"); }, "layer 2, which is not an MoE layer");
   expect_one_line_error([&] { read("experts"); }, "layer 3 has 12 experts, the model 16");
   expect_one_line_error([&] { read("none"); }, "no routing trace datasets");
+  expect_one_line_error([&] { read("int32"); }, "'trace/layer_3/expert_rows' should be int64 [2, experts], is int32");
   expect_one_line_error([&] { read("untraced"); }, "moe.trace: true");
   expect_one_line_error([&] { read_trace_counts({}, model(), "abc"); }, "no trace file");
   expect_one_line_error([&] { read_trace_counts(path("absent")); }, "absent.h5");
