@@ -122,7 +122,8 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   expect_one_line_error([&] { read("dense"); }, "layer 2, which is not an MoE layer");
   expect_one_line_error([&] { read("experts"); }, "layer 3 has 12 experts, the model 16");
   expect_one_line_error([&] { read("none"); }, "no routing trace datasets");
-  expect_one_line_error([&] { read("int32"); }, "'trace/layer_3/expert_rows' should be int64 [2, experts], is int32");
+  expect_one_line_error([&] { read("int32"); },
+                        "trace dataset 'trace/layer_3/expert_rows' must be int64 [2, experts], is int32");
   expect_one_line_error([&] { read("untraced"); }, "moe.trace: true");
   expect_one_line_error([&] { read_trace_counts({}, model(), "abc"); }, "no trace file");
   expect_one_line_error([&] { read_trace_counts(path("absent")); }, "absent.h5");
