@@ -139,7 +139,9 @@ TEST_F(MoePlace, RefusesAnInputAsOutput) {
   const auto r = run_command(fmt::format("{} --model {} --trace {} --world 4 --policy greedy --out {}",
                                          program("moe-place"), model_, trace_, trace_));
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_EQ(r.output, fmt::format("moe-place: error: --out {} is the input {}; choose another file\n", trace_, trace_));
+  EXPECT_EQ(r.output, fmt::format("moe-place: error: {}: '--out' is the same file as '--trace' ({}), which it would "
+                                  "overwrite\n",
+                                  trace_, trace_));
   EXPECT_EQ(std::filesystem::file_size(trace_), size);
 }
 
