@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "io/checkpoint.hpp"
+#include "io/model_identity.hpp"
 #include "io/output_file.hpp"
 #include "main_support.hpp"
 #include "moe/balance/plan_trace.hpp"
@@ -108,7 +109,7 @@ int main(int argc, char** argv) {
     const ExpertPlacement placement = [&] {
       if (policy == "random") return random_placement(config, world, seed);
       if (traces.empty()) return ExpertPlacement(config, world);
-      const balance::TraceCounts trace = balance::read_trace_counts(traces, config, ckpt.fingerprint());
+      const balance::TraceCounts trace = balance::read_trace_counts(traces, config, whole_model_checksum(ckpt));
       provenance.trace_batches = trace.layers.begin()->second.batches;
       print_evaluation(policy, trace, options);
       if (policy == "contiguous") return ExpertPlacement(config, world);
