@@ -18,16 +18,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 study=${1:-build/cache_study}
 
-bash scripts/setup.sh
-preset=${MOE_PRESET:-default}
-build=build
-[[ $preset == default ]] || build=build-$preset
-cmake --preset "$preset" >/dev/null
-cmake --build --preset "$preset" --target moe-score moe-synth moe-bench >/dev/null
-source scripts/mpi_env.sh
+source scripts/build_preset.sh moe-score moe-synth moe-bench
 mkdir -p "$study"
 study=$(cd "$study" && pwd)
-bin=$root/$build/bin
 spec=$root/inputs/models/mixtral-tiny.yaml
 shape=(--set num_experts=8 --set num_layers=4)
 cd "$study"

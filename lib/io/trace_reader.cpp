@@ -31,12 +31,18 @@ const TraceLayer& RoutingTrace::layer(int64_t index) const {
 
 RoutingTrace read_routing_trace(const std::string& path) {
   const h5::File file = h5::File::open_read(path, MPI_COMM_SELF);
-  MOE_CHECK(file.has("batch_done"), "{}: not a moe-score results file (no 'batch_done')", path);
+  const AttrMap attrs = file.read_attributes();
+  const auto text = [&](const char* name) {
+    const auto it = attrs.find(name);
+    return it != attrs.end() && std::holds_alternative<std::string>(it->second) ? std::get<std::string>(it->second)
+                                                                                : std::string();
+  };
   RoutingTrace trace;
   trace.path = path;
-  trace.model_checksum = file.string_attribute("/", "model_checksum");
-  trace.input_checksum = file.string_attribute("/", "input_checksum");
-  const AttrMap attrs = file.read_attributes();
+  trace.model_checksum = text("model_checksum");
+  trace.input_checksum = text("input_checksum");
+  MOE_CHECK(file.has("batch_done") && !trace.model_checksum.empty() && !trace.input_checksum.empty(),
+            "{}: not a moe-score results file (no 'batch_done', model_checksum or input_checksum)", path);
   const auto it = attrs.find("trace_batch_size");
   MOE_CHECK(it != attrs.end() && std::holds_alternative<int64_t>(it->second),
             "{}: has no routing trace (run moe-score with moe.trace: true)", path);
@@ -53,10 +59,11 @@ RoutingTrace read_routing_trace(const std::string& path) {
         name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
     const std::string index = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-    MOE_CHECK(index.find_first_not_of("0123456789") == std::string::npos, "{}: unexpected trace dataset '{}'", path,
-              name);
+    MOE_CHECK(index.size() <= 9 && index.find_first_not_of("0123456789") == std::string::npos,
+              "{}: unexpected trace dataset '{}'", path, name);
     TraceLayer l;
     l.layer = std::stoll(index);
+    MOE_CHECK(name == trace_counts_dataset(l.layer), "{}: unexpected trace dataset '{}'", path, name);
     const h5::DatasetInfo info = file.info(name);
     const auto& shape = info.shape;
     MOE_CHECK(shape.size() == 2 && info.kind == h5::ElementKind::i64 && shape[0] == trace.num_batches && shape[1] > 0,
@@ -72,7 +79,7 @@ RoutingTrace read_routing_trace(const std::string& path) {
     }
     trace.layers.push_back(std::move(l));
   }
-  MOE_CHECK(!trace.layers.empty(), "{}: has no routing trace datasets (trace/layer_*/expert_rows)", path);
+  MOE_CHECK(!trace.layers.empty(), "{}: has no routing trace datasets (trace/layer_<L>/expert_rows)", path);
   std::sort(trace.layers.begin(), trace.layers.end(),
             [](const TraceLayer& a, const TraceLayer& b) { return a.layer < b.layer; });
   return trace;

@@ -107,10 +107,17 @@ void write_placement_file(const std::string& path, const ExpertPlacement& placem
     }
     layers.push_back({{"layer", i}, {"experts", experts}});
   }
-  const json doc = {{"format", kPlacementFormat},   {"version", kPlacementVersion},
-                    {"world", placement.world()},   {"ranks_per_node", provenance.ranks_per_node},
-                    {"policy", provenance.policy},  {"seed", provenance.seed},
-                    {"model", model_shape(config)}, {"layers", layers}};
+  const json doc = {{"format", kPlacementFormat},
+                    {"version", kPlacementVersion},
+                    {"world", placement.world()},
+                    {"ranks_per_node", provenance.ranks_per_node},
+                    {"policy", provenance.policy},
+                    {"seed", provenance.seed},
+                    {"replicas", provenance.replicas},
+                    {"traces", provenance.traces},
+                    {"trace_batches", provenance.trace_batches},
+                    {"model", model_shape(config)},
+                    {"layers", layers}};
   std::ofstream out(path, std::ios::trunc);
   MOE_CHECK(out.good(), "{}: cannot write the placement file", path);
   out << doc.dump(1) << "\n";

@@ -3,7 +3,9 @@
 // `version`, the world size and the model shape it was made for, and per MoE layer, per expert,
 // its holders (rank, role, FFN columns). Read on every rank at start-up (`moe.placement: FILE`),
 // written by moe-place.
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "moe/placement.hpp"
 
@@ -21,7 +23,10 @@ ExpertPlacement read_placement_file(const std::string& path, const ModelConfig& 
 struct PlacementProvenance {
   std::string policy;
   uint64_t seed = 0;
-  int ranks_per_node = 0;  // 0 = not given
+  int ranks_per_node = 0;                // 0 = not given
+  int replicas = 0;                      // replicate: extra expert slots per rank
+  std::vector<std::string> traces = {};  // routing traces the placement was built from (all their batches)
+  int64_t trace_batches = 0;             // batches of those traces
 };
 
 // Writes `placement` to `path` (replaced if it exists). Throws moe::Error naming the path.

@@ -107,6 +107,9 @@ nlohmann::json make_report(const ReportInputs& in) {
     if (seconds > 0) phases[name] = seconds;
   }
   r["phase_seconds_max_over_ranks"] = phases;
+  // The phase placement balances, per rank: the slowest rank's is what the step waits for.
+  const auto experts = in.times.seconds().find("moe.experts");
+  r["moe_experts_seconds_per_rank"] = gather(world, experts == in.times.seconds().end() ? 0.0 : experts->second);
 
   r["memory"] = {
       {"peak_rss_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(peak_rss_bytes()))},

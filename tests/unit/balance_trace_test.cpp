@@ -12,6 +12,7 @@
 #include "io/h5.hpp"
 #include "moe/balance/plan_trace.hpp"
 #include "moe/balance/trace_reader.hpp"
+#include "support/h5_edit.hpp"
 #include "support/one_line_error.hpp"
 #include "support/process.hpp"
 
@@ -44,14 +45,15 @@ struct Layer {
   int64_t layer, experts;
 };
 
-// Writes a results file as moe-score does with moe.trace: true (the cache branch's layout):
-// model_checksum, trace_batch_size, batch_done [batches] and trace/layer_<L>/expert_rows
-// [batches, E]. Returns each layer's rows of the finished batches, in order.
+// Writes a results file as moe-score does with moe.trace: true (docs/formats.md): model_checksum,
+// input_checksum, trace_batch_size, batch_done [batches] and trace/layer_<L>/expert_rows [batches, E]. Returns each
+// layer's rows of the finished batches, in order.
 std::map<int64_t, std::vector<int64_t>> write_trace(const std::string& path, const std::string& checksum,
                                                     const std::vector<Layer>& layers, const std::vector<int32_t>& done,
                                                     std::mt19937& rng) {
   h5::File f = h5::File::create(path, MPI_COMM_SELF);
   f.write_string_attribute("/", "model_checksum", checksum);
+  f.write_string_attribute("/", "input_checksum", "0123");
   f.write_attributes({{"trace_batch_size", int64_t{4}}});
   const auto batches = static_cast<int64_t>(done.size());
   f.create_dataset<int32_t>("batch_done", {batches});
@@ -105,9 +107,12 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   write_trace(path("dense"), "abc", {{1, 8}, {2, 8}, {3, 16}}, {1, 1}, rng);
   write_trace(path("experts"), "abc", {{1, 8}, {3, 12}}, {1, 1}, rng);
   write_trace(path("none"), "abc", {}, {1, 1}, rng);
+  write_trace(path("int32"), "abc", {{1, 8}, {3, 16}}, {1, 1}, rng);
+  test::h5_replace_i32(path("int32"), "trace/layer_3/expert_rows", {2, 16}, std::vector<int32_t>(32, 1));
   {
     h5::File f = h5::File::create(path("untraced"), MPI_COMM_SELF);
     f.write_string_attribute("/", "model_checksum", "abc");
+    f.write_string_attribute("/", "input_checksum", "0123");
     f.create_dataset<int32_t>("batch_done", {1});
   }
   const auto read = [&](const std::string& n) { read_trace_counts({path(n)}, model(), "abc"); };
@@ -117,6 +122,8 @@ TEST(BalanceTrace, BadTracesGiveOneLineErrors) {
   expect_one_line_error([&] { read("dense"); }, "layer 2, which is not an MoE layer");
   expect_one_line_error([&] { read("experts"); }, "layer 3 has 12 experts, the model 16");
   expect_one_line_error([&] { read("none"); }, "no routing trace datasets");
+  expect_one_line_error([&] { read("int32"); },
+                        "trace dataset 'trace/layer_3/expert_rows' must be int64 [2, experts], is int32");
   expect_one_line_error([&] { read("untraced"); }, "moe.trace: true");
   expect_one_line_error([&] { read_trace_counts({}, model(), "abc"); }, "no trace file");
   expect_one_line_error([&] { read_trace_counts(path("absent")); }, "absent.h5");

@@ -1,12 +1,8 @@
 #pragma once
 // The planners' history from the routing trace that moe-score records with `moe.trace: true`
-// (layout defined by io/trace_writer on the cache branch, docs/formats.md there): per MoE layer L
-// the dataset `trace/layer_<L>/expert_rows`, int64 [num_batches, E], the rows routed to each
-// expert in each global batch; only the batches the journal `batch_done` marks finished count;
-// root attributes `model_checksum` (the model that routed) and `trace_batch_size` (the mark of a
-// traced file).
-// TODO(after merging the cache branch): parse with io/trace_reader's read_routing_trace and keep
-// only the model checks and concatenation here.
+// (docs/formats.md): per MoE layer L the rows routed to each expert in each finished global batch,
+// parsed by io/trace_reader (read_routing_trace). This file keeps what placement adds: count
+// matrices per layer, the checks against the model to be placed, and several files concatenated.
 #include <cstdint>
 #include <map>
 #include <string>
