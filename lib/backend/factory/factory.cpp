@@ -17,7 +17,8 @@ std::unique_ptr<Backend> make_backend(const std::string& name, int local_rank) {
   fail("unknown backend '{}': valid backends are cpu, cuda", name);
 #else
   (void)local_rank;
-  if (name == "cuda") fail("backend 'cuda' was not built: configure with a CUDA toolkit (MOE_WITH_CUDA=ON)");
+  if (name == "cuda")
+    fail("backend 'cuda' was not built: configure with a CUDA toolkit (MOE_WITH_CUDA=ON), or use 'backend: cpu'");
   fail("unknown backend '{}': valid backends are cpu", name);
 #endif
 }
