@@ -18,6 +18,7 @@
 #include "core/exit.hpp"
 #include "core/timer.hpp"
 #include "io/checkpoint.hpp"
+#include "io/model_identity.hpp"
 #include "io/output_file.hpp"
 #include "io/result_writer.hpp"
 #include "io/token_dataset.hpp"
@@ -275,8 +276,23 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const int64_t group = topology->dp_rank;
   const int64_t num_batches = (n + bsz - 1) / bsz;
   std::unique_ptr<ResultWriter> writer;
+  // The model's identity covers every weight byte. A bounded expert cache reads experts only as
+  // batches need them, so the boxes read at load do not cover the model: rank 0 reads every weight
+  // once more (in bounded boxes, io/model_identity.hpp, as moe-place does) and tells the others.
+  std::string model_checksum;
+  if (cache.bounded) {
+    agree(world_comm, [&] {
+      if (rank != 0) return;
+      CheckpointReader whole(config.model, MPI_COMM_SELF);
+      model_checksum = whole_model_checksum(whole);
+    });
+    int length = static_cast<int>(model_checksum.size());
+    MOE_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, 0, world_comm));
+    model_checksum.resize(static_cast<std::size_t>(length));
+    MOE_MPI_CHECK(MPI_Bcast(model_checksum.data(), length, MPI_CHAR, 0, world_comm));
+  }
   agree(world_comm, [&] {
-    const std::string model_checksum = ckpt->model_checksum(world_comm);
+    if (!cache.bounded) model_checksum = ckpt->model_checksum(world_comm);
     MOE_CHECK(traced_model.empty() || traced_model == model_checksum,
               "run file: 'moe.expert_cache.trace' {} traced another model (model_checksum {}, this model's {})",
               config.moe.expert_cache.trace, traced_model, model_checksum);

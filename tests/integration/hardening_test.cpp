@@ -100,7 +100,7 @@ TEST_F(Hardening, HugeRunFilesAreRefusedInLittleMemory) {
   }
   expect_refused("moe-score", dir.file("keys.yaml"), "more than the limit of 65536 bytes");
   expect_refused("moe-score", dir.file("list.yaml"), "more than the limit of 65536 bytes");
-  expect_refused("moe-score", dir.path().string(), "is a folder, not a regular file");
+  expect_refused("moe-score", dir.path().string(), "is a folder, not a run file");
   EXPECT_FALSE(std::filesystem::exists(dir.file("out.h5")));
 }
 
@@ -182,8 +182,11 @@ TEST_F(Hardening, FifosAsInputsAreRefusedAtOnce) {
 // A copy of the model with one weight set to `value`.
 std::string poisoned_model(const ScratchDir& dir, const std::string& source, const std::string& dataset,
                            const std::vector<int64_t>& at, float value) {
+  // A new file (inode) each time: ranks of an aborted run may still hold the previous one's HDF5
+  // lock for a few seconds after mpirun returns.
   const std::string path = dir.file("poisoned.h5");
-  std::filesystem::copy_file(source, path, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::remove(path);
+  std::filesystem::copy_file(source, path);
   h5_set_f32(path, dataset, at, value);
   return path;
 }
@@ -262,7 +265,8 @@ TEST_F(Hardening, StopSignalEndsALongStepWithinSeconds) {
                                       " & pid=$!; sleep 4; kill -TERM $pid; wait $pid'");
   const double seconds = seconds_since(start);
   EXPECT_EQ(r.exit_code, 75) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("stopped by signal 15"));
+  // Stopped between layers (the step is not written), or by the watchdog 5 s after the signal.
+  EXPECT_THAT(r.output, testing::ContainsRegex("stopped by (a )?signal"));
   EXPECT_LT(seconds, 4 + 10) << r.output;
   std::printf("SIGTERM 4 s into a long step: ended after %.1f s\n", seconds);
 }
@@ -270,9 +274,10 @@ TEST_F(Hardening, StopSignalEndsALongStepWithinSeconds) {
 TEST_F(Hardening, WatchdogEndsTheJobWhenARankIsStopped) {
   ScratchDir dir("watchdog");
   const std::string run =
-      long_run(dir, 4096, "--num-seqs 400 --min-len 500 --max-len 500", "batch_size: 2\nwatchdog_seconds: 3\n");
+      long_run(dir, 4096, "--num-seqs 4000 --min-len 500 --max-len 500", "batch_size: 2\nwatchdog_seconds: 3\n");
   const auto start = std::chrono::steady_clock::now();
-  // SIGSTOP one rank 3 s in; its peers wait in the next collective until their watchdogs fire.
+  // SIGSTOP one rank 3 s in (the run takes about 20 s here unstopped); its peers wait in the next collective until
+  // their watchdogs fire.
   const CommandResult r =
       run_command("timeout 120 bash -c '" + mpirun(2) + program("moe-score") + " " + run +
                   " & mpi=$!; sleep 3; rank=$(pgrep -P $mpi | tail -n 1); kill -STOP $rank; wait $mpi; status=$?; "

@@ -93,8 +93,7 @@ TEST(RunFileLimits, KeysThatAreNotNamesAreRefused) {
 
 TEST(InputFiles, FoldersAndFifosAreRefusedWithoutBlocking) {
   ScratchDir dir("fifo");
-  EXPECT_THAT(error_of([&] { RunConfig::load(dir.path().string(), {}); }),
-              HasSubstr("is a folder, not a regular file"));
+  EXPECT_THAT(error_of([&] { RunConfig::load(dir.path().string(), {}); }), HasSubstr("is a folder, not a run file"));
   const std::string fifo = dir.file("pipe");
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
   const auto start = std::chrono::steady_clock::now();
