@@ -387,11 +387,11 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
       guard.begin_batch(b);
       try {
         transformer->score(batch, logprobs.data(), &times);
+        guard.check_scores(batch, logprobs.data());  // also asks for a stop, like every layer
       } catch (const StopRequested&) {  // on every rank together: this step is not written
         stopped = true;
         break;
       }
-      guard.check_scores(batch, logprobs.data());
       {
         ScopedPhase phase(&times, "write");
         writer->write_batch(writes ? batch : no_batch, logprobs.data());
