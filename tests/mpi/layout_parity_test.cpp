@@ -4,6 +4,14 @@
 // file has fewer batches than some layouts have data-parallel groups and a short last batch, so
 // groups without sequences take part too; PR-MoE's 4-expert layer is sliced at world 8. The runs'
 // reports also show that a rank's resident expert bytes shrink with the world size.
+//
+// bf16 weights: bf16 GEMMs round their activations to bf16. Layouts without tensor slicing run the
+// same GEMMs on the same rows and must agree to 1e-5 like f32 (measured: bit-identical). With
+// tp > 1 a row's attention and FFN outputs are sums of per-rank partial GEMMs, so their f32 values
+// differ from one rank's in the last bits, and now and then that moves a bf16 rounding of the next
+// GEMM's input by one bf16 ulp (2^-8 relative). Measured over 20 seeds: max |d logprob| up to
+// 2.5e-3, mean up to 2.4e-5, at most 3 tokens of ~200 beyond 1e-3. The rule for those layouts is
+// mean <= 1e-3 and at most 2% of tokens beyond 2e-2: a routing or dispatch error moves far more.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -37,6 +45,30 @@ std::vector<Layout> all_layouts() {
       for (int nodes : {1, 2, 4})
         for (const char* alltoall : {"flat", "hierarchical"})
           if (tp <= world && nodes <= world && world % nodes == 0) out.push_back({world, tp, nodes, alltoall});
+  return out;
+}
+
+struct TokenDiffs {
+  double mean = 0.0;
+  int64_t beyond = 0;
+  int64_t compared = 0;
+};
+
+// |a - b| over the tokens both score (NaN marks first tokens and padding): its mean and how many
+// are beyond `far`.
+TokenDiffs token_diffs(const Array& a, const Array& b, double far) {
+  TokenDiffs out;
+  EXPECT_EQ(a.values.size(), b.values.size());
+  double sum = 0.0;
+  for (size_t i = 0; i < std::min(a.values.size(), b.values.size()); ++i) {
+    if (std::isnan(a.values[i]) || std::isnan(b.values[i])) continue;
+    const double d = std::fabs(a.values[i] - b.values[i]);
+    sum += d;
+    out.beyond += d > far ? 1 : 0;
+    ++out.compared;
+  }
+  EXPECT_GT(out.compared, 0);
+  out.mean = out.compared > 0 ? sum / static_cast<double>(out.compared) : 0.0;
   return out;
 }
 
@@ -83,9 +115,17 @@ TEST_P(LayoutParity, EveryLayoutGivesOneRanksAnswer) {
                            "\nmoe:\n  gating: dynamic\n  alltoall: " + layout.alltoall + "\n");
     r = run_command("timeout 120 " + mpirun(layout.world) + program("moe-score") + " " + run_file);
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    const double d = max_abs_diff(base, read_array(out, "logprobs"));
-    EXPECT_LE(d, 1e-5);
-    EXPECT_LE(max_abs_diff(base_seq, read_array(out, "seq_logprob")), 1e-4);
+    const Array got = read_array(out, "logprobs");
+    const double d = max_abs_diff(base, got);
+    if (dtype == "bf16" && layout.tp > 1) {
+      const TokenDiffs diffs = token_diffs(base, got, 2e-2);
+      EXPECT_LE(diffs.mean, 1e-3);
+      EXPECT_LE(static_cast<double>(diffs.beyond), 0.02 * static_cast<double>(diffs.compared))
+          << diffs.beyond << " of " << diffs.compared << " tokens beyond 2e-2 (max " << d << ")";
+    } else {
+      EXPECT_LE(d, 1e-5);
+      EXPECT_LE(max_abs_diff(base_seq, read_array(out, "seq_logprob")), 1e-4);
+    }
     worst = std::max(worst, d);
 
     // The model's identity in the results does not depend on which slices a rank read.
