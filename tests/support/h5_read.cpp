@@ -39,17 +39,36 @@ std::string read_string_attribute(const std::string& path, const std::string& na
   const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (file < 0) throw std::runtime_error(path + ": cannot open");
   const hid_t attr = H5Aopen(file, name.c_str(), H5P_DEFAULT);
+  if (attr < 0) {
+    H5Fclose(file);
+    throw std::runtime_error(path + ": no attribute " + name);
+  }
+  // The memory type takes the stored character set: HDF5 1.10 has no ASCII <-> UTF-8 conversion,
+  // so reading a UTF-8 attribute as plain C_S1 fails (and an empty string would compare equal).
+  const hid_t stored = H5Aget_type(attr);
+  const bool variable = H5Tis_variable_str(stored) > 0;
+  const hid_t type = H5Tcopy(H5T_C_S1);
+  H5Tset_cset(type, H5Tget_cset(stored));
   std::string value;
-  if (attr >= 0) {
-    const hid_t type = H5Tcopy(H5T_C_S1);
+  herr_t status = -1;
+  if (variable) {
     H5Tset_size(type, H5T_VARIABLE);
     char* text = nullptr;
-    if (H5Aread(attr, type, &text) >= 0 && text) value = text;
+    status = H5Aread(attr, type, &text);
+    if (status >= 0 && text) value = text;
     H5free_memory(text);
-    H5Tclose(type);
-    H5Aclose(attr);
+  } else {
+    const size_t size = H5Tget_size(stored);
+    H5Tset_size(type, size + 1);
+    std::vector<char> text(size + 1, '\0');
+    status = H5Aread(attr, type, text.data());
+    value = text.data();
   }
+  H5Tclose(type);
+  H5Tclose(stored);
+  H5Aclose(attr);
   H5Fclose(file);
+  if (status < 0) throw std::runtime_error(path + ": cannot read string attribute " + name);
   return value;
 }
 
