@@ -33,8 +33,8 @@ namespace {
 // The CPU's flags that the kernel choice read and the kernels it made, one per line.
 void print_cpu_kernels(const char* prefix) {
   const moe::cpu::GemmKernels& k = moe::cpu::gemm_kernels();
-  fmt::print("{}cpu flags: {}\n{}f32 GEMM: {}\n{}bf16 GEMM: {}\n", prefix, moe::cpu::cpu_features().flags, prefix,
-             k.f32, prefix, k.bf16);
+  fmt::print("{}cpu flags: {}\n{}f32 GEMM: {}\n{}bf16 GEMM: {}\n{}OpenBLAS (attention; baseline): {}\n", prefix,
+             moe::cpu::cpu_features().flags, prefix, k.f32, prefix, k.bf16, prefix, k.openblas);
 }
 
 // Median of `reps` timed runs of fn (after one warm-up).
@@ -64,7 +64,10 @@ moe::GemmRates bench_gemm(const std::string& backend_name, int reps, const std::
     fmt::print("# {}\n# backend {}, {} BLAS threads\n", command, backend->name(), openblas_get_num_threads());
     if (backend->name() == "cpu") print_cpu_kernels("# ");
     fmt::print("# y[M, N] = x[M, K] . W[N, K]^T, median of {} runs, time max over ranks\n", reps);
-    fmt::print("{:>6} {:>6} {:>6} {:>5} | {:>10} {:>9}\n", "M", "N", "K", "dtype", "time(us)", "GFLOP/s");
+    if (backend->name() == "cpu")
+      fmt::print("# kernel: the backend's choice; 'openblas': OpenBLAS sgemm as this process has it (baseline)\n");
+    fmt::print("{:>6} {:>6} {:>6} {:>5} {:>8} | {:>10} {:>9} {:>11}\n", "M", "N", "K", "dtype", "kernel", "time(us)",
+               "GFLOP/s", "x openblas");
   }
   struct Shape {
     int64_t m, n, k;
@@ -72,11 +75,19 @@ moe::GemmRates bench_gemm(const std::string& backend_name, int reps, const std::
   // Expert GEMMs (rows routed to one expert x 2*ffn or d), attention projections, LM-head tile.
   const Shape shapes[] = {{128, 5632, 1024},  {1024, 5632, 1024}, {1024, 1024, 2816},
                           {4096, 1536, 1024}, {256, 4096, 1024},  {4096, 2816, 1024}};
+  struct Variant {
+    moe::DType dtype;
+    bool openblas;  // OpenBLAS's sgemm on the CPU backend's (host) buffers
+  };
+  std::vector<Variant> variants = {{moe::DType::f32, false}, {moe::DType::bf16, false}};
+  if (backend->name() == "cpu") variants.insert(variants.begin(), Variant{moe::DType::f32, true});
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   double best = 0, best_bf16 = 0;
   for (const Shape& s : shapes) {
-    for (moe::DType dtype : {moe::DType::f32, moe::DType::bf16}) {
+    double openblas_gflops = 0;
+    for (const Variant& variant : variants) {
+      const moe::DType dtype = variant.dtype;
       std::vector<float> x(static_cast<std::size_t>(s.m * s.k));
       for (auto& v : x) v = dist(rng);
       std::vector<std::byte> w(static_cast<std::size_t>(s.n * s.k) * moe::dtype_size(dtype));
@@ -95,14 +106,20 @@ moe::GemmRates bench_gemm(const std::string& backend_name, int reps, const std::
       backend->copy_to_device(dw.data(), w.data(), w.size());
       const moe::WeightView view{dw.data(), dtype, s.n, s.k, s.k};
       const double t = max_over_ranks(median_seconds(reps, [&] {
-        backend->linear(dx.as<float>(), s.m, view, dy.as<float>(), 0.0f);
+        if (variant.openblas)
+          moe::cpu::gemm_f32_openblas(dx.as<float>(), s.m, view, dy.as<float>(), 0.0f);
+        else
+          backend->linear(dx.as<float>(), s.m, view, dy.as<float>(), 0.0f);
         backend->synchronize();
       }));
       const double gflops = 2.0 * static_cast<double>(s.m * s.n * s.k) / t / 1e9;
+      if (variant.openblas) openblas_gflops = gflops;
+      // The best f32 rate this machine gave in this run, whichever kernel gave it.
       (dtype == moe::DType::f32 ? best : best_bf16) = std::max(dtype == moe::DType::f32 ? best : best_bf16, gflops);
       if (rank == 0)
-        fmt::print("{:>6} {:>6} {:>6} {:>5} | {:>10.1f} {:>9.1f}\n", s.m, s.n, s.k, moe::dtype_name(dtype), t * 1e6,
-                   gflops);
+        fmt::print("{:>6} {:>6} {:>6} {:>5} {:>8} | {:>10.1f} {:>9.1f} {:>11}\n", s.m, s.n, s.k,
+                   moe::dtype_name(dtype), variant.openblas ? "openblas" : "chosen", t * 1e6, gflops,
+                   openblas_gflops > 0 ? fmt::format("{:.2f}", gflops / openblas_gflops) : std::string("-"));
     }
   }
   if (rank == 0) fmt::print("PERFORMANCE gemm best_f32_gflops={:.1f} best_bf16_gflops={:.1f}\n", best, best_bf16);

@@ -88,7 +88,8 @@ nlohmann::json make_report(const ReportInputs& in) {
   if (in.backend.name() == "cpu")  // which GEMM kernels ran (backend/cpu/gemm.hpp)
     r["kernels"] = {{"cpu_flags", cpu::cpu_features().flags},
                     {"f32_gemm", cpu::gemm_kernels().f32},
-                    {"bf16_gemm", cpu::gemm_kernels().bf16}};
+                    {"bf16_gemm", cpu::gemm_kernels().bf16},
+                    {"attention_blas", cpu::gemm_kernels().openblas}};
 
   const double loop = max_over_ranks(world, in.loop_seconds);
   r["throughput"] = {{"tokens_per_second", loop > 0 ? static_cast<double>(in.num_tokens) / loop : 0.0},

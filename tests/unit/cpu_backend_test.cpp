@@ -252,6 +252,37 @@ TEST_F(CpuBackendTest, LinearBf16AcrossSeveralBlocks) {
   }
 }
 
+// f32 GEMMs through oneDNN go in chunks of 512 rows; a shorter remainder runs its multiple of 32
+// rows in place and the rest through a copy padded to a multiple of 8. Row counts that hit each
+// case (tail only, in place only, chunk + in place + tail, two chunks + tail), strided weights,
+// beta 0 and 1: every block lands in its own rows of y.
+TEST_F(CpuBackendTest, LinearF32AcrossRowBlocks) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t in = 300, out = 131, stride = 307;
+  const auto full = random(static_cast<std::size_t>(out * stride));
+  Vec w(static_cast<std::size_t>(out * in));
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t c = 0; c < in; ++c) w[r * in + c] = full[r * stride + c];
+  DeviceBuffer dw = upload(full);
+  for (const int64_t m : {int64_t{7}, int64_t{64}, int64_t{545}, int64_t{1100}}) {
+    const auto x = random(static_cast<std::size_t>(m * in));
+    const auto y0 = random(static_cast<std::size_t>(m * out));
+    DeviceBuffer dx = upload(x);
+    for (const float beta : {0.0f, 1.0f}) {
+      SCOPED_TRACE("m = " + std::to_string(m) + ", beta = " + std::to_string(beta));
+      DeviceBuffer dy = upload(beta == 0.0f ? std::vector<float>(y0.size(), kNaN) : y0);
+      backend_.linear(dx.as<float>(), m, WeightView{dw.data(), DType::f32, out, in, stride}, dy.as<float>(), beta);
+      Vec want = ref::linear(to_double(x), w, out, in);
+      Vec scale = ref::linear(abs_of(to_double(x)), abs_of(w), out, in);
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        want[i] += beta * y0[i];
+        scale[i] += std::abs(beta * y0[i]);
+      }
+      expect_close(download<float>(dy, y0.size()), want, kRtol, 0.0, "linear f32 blocks", &scale);
+    }
+  }
+}
+
 // The sizing pass packs bf16 weights into oneDNN's layout (once); later products read the packed
 // copy, and freeing the buffer drops it, so new weights at the same address are not mistaken for
 // the old ones.

@@ -75,7 +75,10 @@ void CpuBackend::copy(void* dst, const void* src, std::size_t bytes) {
 void CpuBackend::linear(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
   if (m == 0 || w.rows == 0) return;
   if (sizing_pass()) {
-    if (w.dtype == DType::bf16) cpu::prepare_bf16(m, w, owns(w.data));
+    if (w.dtype == DType::bf16)
+      cpu::prepare_bf16(m, w, owns(w.data));
+    else
+      cpu::prepare_f32(m, w);
     if (beta == 0.0f) std::memset(y, 0, sizeof(float) * static_cast<std::size_t>(m * w.rows));
     return;
   }

@@ -125,37 +125,40 @@ double sgemm_self_check_error() {
   return relative_error(x, w, m, n, k, k, y, std::vector<double>(m * n, 0.0), 0.0);
 }
 
-// --- bf16 through oneDNN --------------------------------------------------------------------------
+// --- oneDNN matmuls (f32 and bf16) ----------------------------------------------------------------
 
-// oneDNN's fastest bf16 kernels (AMX) need the row count fixed when the kernel is made, so rows
-// go through in chunks of kChunkRows, and a shorter remainder is padded to a multiple of
-// kPadRows: at most kChunkRows / kPadRows kernels per weight shape, made once each.
+// oneDNN's kernels have the row count fixed when the kernel is made, so rows go through in chunks
+// of kChunkRows, and a shorter remainder is padded to a multiple of kPadRows: at most
+// kChunkRows / kPadRows kernels per weight shape, made once each.
 constexpr int64_t kChunkRows = 512;
 constexpr int64_t kPadRows = 32;
+// f32 runs the multiple-of-kPadRows part of a remainder in place and pads only what is left, to a
+// multiple of kTailPadRows (a copy of at most 31 rows instead of the whole remainder).
+constexpr int64_t kTailPadRows = 8;
 
-int64_t padded_rows(int64_t rows) {
-  return (rows + kPadRows - 1) / kPadRows * kPadRows;
+int64_t padded_rows(int64_t rows, int64_t multiple = kPadRows) {
+  return (rows + multiple - 1) / multiple * multiple;
 }
 
-class Bf16Matmuls {
+class Matmuls {
  public:
   struct Kernel {
     dnnl::matmul primitive;
     std::string impl;
     dnnl::memory::desc weights;  // the layout the kernel reads its weights in
   };
-  // The kernel for a [rows, k] x [k, n] product whose weight rows are ldw apart (packed: in the
-  // layout oneDNN prefers, see pack()); beta != 0 adds beta * y (a sum post-op). Throws
-  // dnnl::error when oneDNN has no bf16 kernel here.
-  const Kernel& get(int64_t rows, int64_t n, int64_t k, int64_t ldw, float beta, bool packed) {
+  using dt = dnnl::memory::data_type;
+  // The kernel for a [rows, k] x [k, n] product of `type` inputs (f32 output) whose weight rows
+  // are ldw apart (packed: in the layout oneDNN prefers, see pack()); beta != 0 adds beta * y (a
+  // sum post-op). Throws dnnl::error when oneDNN has no kernel here.
+  const Kernel& get(dt type, int64_t rows, int64_t n, int64_t k, int64_t ldw, float beta, bool packed) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto key = std::make_tuple(rows, n, k, packed ? 0 : ldw, beta);
+    const auto key = std::make_tuple(static_cast<int>(type), rows, n, k, packed ? 0 : ldw, beta);
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
-    using dt = dnnl::memory::data_type;
-    const dnnl::memory::desc src({rows, k}, dt::bf16, {k, 1});
-    const dnnl::memory::desc wei = packed ? dnnl::memory::desc({k, n}, dt::bf16, dnnl::memory::format_tag::any)
-                                          : dnnl::memory::desc({k, n}, dt::bf16, {1, ldw});
+    const dnnl::memory::desc src({rows, k}, type, {k, 1});
+    const dnnl::memory::desc wei = packed ? dnnl::memory::desc({k, n}, type, dnnl::memory::format_tag::any)
+                                          : dnnl::memory::desc({k, n}, type, {1, ldw});
     const dnnl::memory::desc dst({rows, n}, dt::f32, {n, 1});
     dnnl::primitive_attr attr;
     if (beta != 0.0f) {
@@ -173,7 +176,7 @@ class Bf16Matmuls {
   // backend: weights in its own buffers, forgotten when a buffer is freed or written). The
   // copies double the memory of bf16 weights (to what f32 weights take).
   void pack(const WeightView& w) {
-    const Kernel& kernel = get(kChunkRowsForPacking, w.rows, w.cols, w.stride, 0.0f, true);
+    const Kernel& kernel = get(dt::bf16, kChunkRowsForPacking, w.rows, w.cols, w.stride, 0.0f, true);
     std::lock_guard<std::mutex> lock(mutex_);
     if (packs_.count(w.data)) return;
     dnnl::memory plain({{w.cols, w.rows}, dnnl::memory::data_type::bf16, {1, w.stride}}, engine_,
@@ -208,12 +211,12 @@ class Bf16Matmuls {
   };
   dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
   std::mutex mutex_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, float>, Kernel> cache_;
+  std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, float>, Kernel> cache_;
   std::map<const void*, Pack, std::less<>> packs_;
 };
 
-Bf16Matmuls& bf16_matmuls() {
-  static Bf16Matmuls m;
+Matmuls& matmuls() {
+  static Matmuls m;
   return m;
 }
 
@@ -232,23 +235,23 @@ const uint16_t* round_rows_to_bf16(const float* x, int64_t m, int64_t k) {
 void onednn_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack) {
   const int64_t n = w.rows, k = w.cols;
   const uint16_t* xb = round_rows_to_bf16(x, m, k);
-  thread_local dnnl::stream stream(bf16_matmuls().engine());
+  thread_local dnnl::stream stream(matmuls().engine());
   thread_local std::vector<float> tail;
   using dt = dnnl::memory::data_type;
   for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
     const int64_t rows = std::min(kChunkRows, m - r0);
     const int64_t pad = rows == kChunkRows ? rows : padded_rows(rows);
-    const Bf16Matmuls::Kernel& fast = bf16_matmuls().get(pad, n, k, w.stride, beta, true);
-    if (pack && r0 == 0) bf16_matmuls().pack(w);
-    const dnnl::memory* packed = bf16_matmuls().packed(w, fast.weights);
-    const Bf16Matmuls::Kernel& kernel = packed ? fast : bf16_matmuls().get(pad, n, k, w.stride, beta, false);
+    const Matmuls::Kernel& fast = matmuls().get(dt::bf16, pad, n, k, w.stride, beta, true);
+    if (pack && r0 == 0) matmuls().pack(w);
+    const dnnl::memory* packed = matmuls().packed(w, fast.weights);
+    const Matmuls::Kernel& kernel = packed ? fast : matmuls().get(dt::bf16, pad, n, k, w.stride, beta, false);
     float* out = y + r0 * n;
     if (pad != rows) {  // the padded remainder lands in a scratch block first
       tail.resize(static_cast<std::size_t>(pad * n));
       if (beta != 0.0f) std::memcpy(tail.data(), out, sizeof(float) * static_cast<std::size_t>(rows * n));
       out = tail.data();
     }
-    dnnl::engine& engine = bf16_matmuls().engine();
+    dnnl::engine& engine = matmuls().engine();
     dnnl::memory src({{pad, k}, dt::bf16, {k, 1}}, engine, const_cast<uint16_t*>(xb + r0 * k));
     dnnl::memory plain({{k, n}, dt::bf16, {1, w.stride}}, engine, const_cast<void*>(w.data));
     dnnl::memory dst({{pad, n}, dt::f32, {n, 1}}, engine, out);
@@ -257,6 +260,68 @@ void onednn_bf16(const float* x, int64_t m, const WeightView& w, float* y, float
     stream.wait();
     if (pad != rows) std::memcpy(y + r0 * n, tail.data(), sizeof(float) * static_cast<std::size_t>(rows * n));
   }
+}
+
+// f32 through oneDNN, weights as they are (rows ldw apart; no packed copy, which would double the
+// memory of f32 weights for a few per cent): chunks of kChunkRows rows, a remainder's multiple of
+// kPadRows in place, the last rows (fewer than kPadRows) through a zero-padded copy.
+void onednn_f32(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
+  const int64_t n = w.rows, k = w.cols;
+  using dt = dnnl::memory::data_type;
+  thread_local dnnl::stream stream(matmuls().engine());
+  thread_local std::vector<float> x_tail, y_tail;
+  dnnl::engine& engine = matmuls().engine();
+  dnnl::memory weights({{k, n}, dt::f32, {1, w.stride}}, engine, const_cast<void*>(w.data));
+  const auto run = [&](const float* xs, int64_t rows, float* ys) {
+    const Matmuls::Kernel& kernel = matmuls().get(dt::f32, rows, n, k, w.stride, beta, false);
+    dnnl::memory src({{rows, k}, dt::f32, {k, 1}}, engine, const_cast<float*>(xs));
+    dnnl::memory dst({{rows, n}, dt::f32, {n, 1}}, engine, ys);
+    kernel.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+    stream.wait();
+  };
+  for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
+    const int64_t rows = std::min(kChunkRows, m - r0);
+    const int64_t direct = rows == kChunkRows ? rows : rows / kPadRows * kPadRows;
+    if (direct > 0) run(x + r0 * k, direct, y + r0 * n);
+    const int64_t tail = rows - direct;
+    if (tail == 0) continue;
+    const int64_t pad = padded_rows(tail, kTailPadRows);
+    const auto tail_begin = static_cast<std::size_t>((r0 + direct) * k);
+    x_tail.assign(static_cast<std::size_t>(pad * k), 0.0f);
+    std::memcpy(x_tail.data(), x + tail_begin, sizeof(float) * static_cast<std::size_t>(tail * k));
+    y_tail.resize(static_cast<std::size_t>(pad * n));
+    float* out = y + (r0 + direct) * n;
+    if (beta != 0.0f) std::memcpy(y_tail.data(), out, sizeof(float) * static_cast<std::size_t>(tail * n));
+    run(x_tail.data(), pad, y_tail.data());
+    std::memcpy(out, y_tail.data(), sizeof(float) * static_cast<std::size_t>(tail * n));
+  }
+}
+
+void openblas_f32(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w.rows),
+              static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), static_cast<const float*>(w.data),
+              static_cast<int>(w.stride), beta, y, static_cast<int>(w.rows));
+}
+
+using F32Fn = void (*)(const float*, int64_t, const WeightView&, float*, float);
+
+// An f32 kernel against a double loop: 45 rows (a remainder of 32 in place and 13 padded),
+// strided weights, beta = 0 and beta = 1; then 557 rows (a full chunk and a remainder).
+double f32_self_check_error(F32Fn fn) {
+  std::mt19937 rng(24680);
+  double worst = 0;
+  for (const int64_t m : {int64_t{45}, int64_t{557}}) {
+    const int64_t n = 67, k = 133, ldw = 141;
+    const std::vector<float> x = random_values(m * k, rng), w = random_values(n * ldw, rng);
+    const WeightView view{w.data(), DType::f32, n, k, ldw};
+    for (const float beta : {0.0f, 1.0f}) {
+      std::vector<float> y = random_values(m * n, rng);
+      const std::vector<double> y0(y.begin(), y.end());
+      fn(x.data(), m, view, y.data(), beta);
+      worst = std::max(worst, relative_error(x, w, m, n, k, ldw, y, y0, beta));
+    }
+  }
+  return worst;
 }
 
 // The fallback: both operands widened to f32 (x after rounding to bf16), then sgemm; a panel of
@@ -310,6 +375,7 @@ double bf16_self_check_error(Bf16Fn fn) {
 
 struct Selected {
   GemmKernels names;
+  F32Fn f32 = openblas_f32;
   Bf16Fn bf16 = widened_bf16;
 };
 
@@ -328,13 +394,30 @@ Selected select_kernels() {
   const double f32_error = sgemm_self_check_error();
   MOE_CHECK(f32_error < kSelfCheckTolerance, "GEMM self-check: {} is off by {:.2g} (relative) against a plain loop",
             f32, f32_error);
+  s.names.openblas = f32;
+  // f32: oneDNN when it has a kernel that passes the self-check (its cpuid dispatch is not moved by
+  // OPENBLAS_CORETYPE, and at moe-score's shapes it measured at or above OpenBLAS's best kernels:
+  // docs/architecture.md), else OpenBLAS.
   s.names.f32 = f32;
+  try {
+    const double error = f32_self_check_error(onednn_f32);
+    if (error < kSelfCheckTolerance) {
+      s.f32 = onednn_f32;
+      s.names.f32 = "oneDNN " + matmuls().get(dnnl::memory::data_type::f32, kChunkRows, 64, 64, 64, 0.0f, false).impl;
+    } else {
+      s.names.f32 += fmt::format("; oneDNN f32 failed the self-check ({:.2g})", error);
+    }
+  } catch (const dnnl::error& e) {
+    s.names.f32 += std::string("; no oneDNN f32 kernel: ") + e.what();
+  }
   std::string onednn_problem;
   try {
     const double error = bf16_self_check_error(onednn_bf16);
     if (error < kSelfCheckTolerance) {
       s.bf16 = onednn_bf16;
-      s.names.bf16 = "oneDNN " + bf16_matmuls().get(kChunkRows, 64, 64, 64, 0.0f, true).impl + ", packed weights";
+      s.names.bf16 =
+          "oneDNN " + matmuls().get(dnnl::memory::data_type::bf16, kChunkRows, 64, 64, 64, 0.0f, true).impl +
+          ", packed weights";
       return s;
     }
     onednn_problem = fmt::format("oneDNN failed the self-check ({:.2g})", error);
@@ -344,7 +427,7 @@ Selected select_kernels() {
   const double error = bf16_self_check_error(widened_bf16);
   MOE_CHECK(error < kSelfCheckTolerance, "GEMM self-check: bf16 through sgemm is off by {:.2g} against a plain loop",
             error);
-  s.names.bf16 = "bf16 widened to f32 + " + f32 + "; " + onednn_problem;
+  s.names.bf16 = "bf16 widened to f32 + " + s.names.f32 + "; " + onednn_problem;
   return s;
 }
 
@@ -398,9 +481,23 @@ const GemmKernels& gemm_kernels() {
 }
 
 void gemm_f32(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w.rows),
-              static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), static_cast<const float*>(w.data),
-              static_cast<int>(w.stride), beta, y, static_cast<int>(w.rows));
+  selected().f32(x, m, w, y, beta);
+}
+
+void gemm_f32_openblas(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
+  openblas_f32(x, m, w, y, beta);
+}
+
+void prepare_f32(int64_t m, const WeightView& w) {
+  if (selected().f32 != onednn_f32 || w.rows == 0) return;
+  for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
+    const int64_t rows = std::min(kChunkRows, m - r0);
+    const int64_t direct = rows == kChunkRows ? rows : rows / kPadRows * kPadRows;
+    if (direct > 0) matmuls().get(dnnl::memory::data_type::f32, direct, w.rows, w.cols, w.stride, 0.0f, false);
+    if (rows > direct)
+      matmuls().get(dnnl::memory::data_type::f32, padded_rows(rows - direct, kTailPadRows), w.rows, w.cols, w.stride,
+                    0.0f, false);
+  }
 }
 
 void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack) {
@@ -409,15 +506,16 @@ void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float b
 
 void prepare_bf16(int64_t m, const WeightView& w, bool pack) {
   if (selected().bf16 != onednn_bf16 || w.rows == 0) return;
-  if (pack) bf16_matmuls().pack(w);
+  if (pack) matmuls().pack(w);
   for (int64_t r0 = 0; r0 < m; r0 += kChunkRows) {
     const int64_t rows = std::min(kChunkRows, m - r0);
-    bf16_matmuls().get(rows == kChunkRows ? rows : padded_rows(rows), w.rows, w.cols, w.stride, 0.0f, true);
+    matmuls().get(dnnl::memory::data_type::bf16, rows == kChunkRows ? rows : padded_rows(rows), w.rows, w.cols,
+                  w.stride, 0.0f, true);
   }
 }
 
 void forget_bf16_weights(const void* begin, std::size_t bytes) {
-  bf16_matmuls().forget(begin, bytes);
+  matmuls().forget(begin, bytes);
 }
 
 }  // namespace moe::cpu

@@ -1,7 +1,8 @@
 #pragma once
 // The CPU backend's GEMM kernels, chosen by the CPU's instruction-set features (cpuid), never by
 // its model name, and trusted only after a self-check against a plain loop:
-// - f32: OpenBLAS. Its own start-up pick can be far below the CPU (Debian's 0.3.21 runs its SSE3
+// - f32: oneDNN matmul (brgemm, its own choice by cpuid) when it passes its self-check, else
+//   OpenBLAS. OpenBLAS also runs attention's small per-head products. Its own start-up pick can be far below the CPU (Debian's 0.3.21 runs its SSE3
 //   `Prescott` kernels on some AVX-512 Xeons), and it picks once, in its library constructor,
 //   before main. choose_blas_kernels() compares that pick with the CPU's features and, when it is
 //   weaker, restarts the program in place (execv of /proc/self/exe) with OPENBLAS_CORETYPE set,
@@ -34,15 +35,20 @@ const CpuFeatures& cpu_features();
 void choose_blas_kernels(char** argv);
 
 struct GemmKernels {
-  std::string f32;   // e.g. "OpenBLAS SkylakeX (cpuid; OpenBLAS picked Prescott)"
+  std::string f32;       // e.g. "oneDNN brg:avx512_core"
+  std::string openblas;  // e.g. "OpenBLAS SkylakeX (cpuid; OpenBLAS picked Prescott)": attention, fallback
   std::string bf16;  // e.g. "oneDNN brg:avx512_core_amx_bf16" or "widen to f32 + OpenBLAS sgemm"
 };
 // The kernels in use; the first call runs the self-checks (a few small GEMMs against a plain
 // loop) and throws moe::Error when no kernel passes.
 const GemmKernels& gemm_kernels();
 
-// y[m, w.rows] = x[m, w.cols] . w^T + beta * y with f32 weights (sgemm).
+// y[m, w.rows] = x[m, w.cols] . w^T + beta * y with f32 weights (the chosen f32 kernel).
 void gemm_f32(const float* x, int64_t m, const WeightView& w, float* y, float beta);
+// The same through OpenBLAS's sgemm, whatever the choice (moe-bench's baseline).
+void gemm_f32_openblas(const float* x, int64_t m, const WeightView& w, float* y, float beta);
+// Makes the kernels gemm_f32 needs for m rows of input and these weights without computing.
+void prepare_f32(int64_t m, const WeightView& w);
 // The same with bf16 weights: x rounded to bf16, bf16 x bf16 products, fp32 accumulation.
 // pack: w stays unchanged until forget_bf16_weights() covers it, so a copy in oneDNN's blocked
 // layout is made at the first call and used by later ones (oneDNN otherwise reorders per call).
