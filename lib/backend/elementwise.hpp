@@ -24,8 +24,39 @@ MOE_HOST_DEVICE uint16_t bf16_round(float x) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// e^x in float without a library call or a branch, so that the CPU's loops over rows (softmax,
+// log-sum-exp, SiLU) vectorize; the GPU computes the same function. x = n ln2 + r with
+// |r| <= ln2 / 2 (Cody-Waite, two-part ln2), e^r by Cephes expf's degree-7 polynomial (relative
+// error about 1e-7), 2^n built in the exponent bits. The magic 1.5 * 2^23 rounds x / ln2 to the
+// integer n and leaves n in the low mantissa bits: no float-to-int conversion, so NaN in gives NaN
+// out. Inputs are clamped to [-87, 88]: e^-87 (1.6e-38) stands for anything smaller and e^88
+// (1.7e38) for anything larger, which no caller tells apart from 0 and inf (softmax terms <= 1,
+// SiLU and sigmoid denominators).
+MOE_HOST_DEVICE float exp_poly(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23, bits 0x4B400000
+  const float shifted = x * 1.44269504088896341f + kMagic;
+  const float n = shifted - kMagic;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  uint32_t bits = 0;
+  std::memcpy(&bits, &shifted, sizeof(bits));
+  bits = (bits - 0x4B400000u + 127u) << 23;
+  float scale = 0.0f;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
 MOE_HOST_DEVICE float silu(float x) {
-  return x / (1.0f + expf(-x));
+  return x / (1.0f + exp_poly(-x));
 }
 
 MOE_HOST_DEVICE float gelu_erf(float x) {
@@ -33,7 +64,7 @@ MOE_HOST_DEVICE float gelu_erf(float x) {
 }
 
 MOE_HOST_DEVICE float sigmoid(float x) {
-  return 1.0f / (1.0f + expf(-x));
+  return 1.0f / (1.0f + exp_poly(-x));
 }
 
 // The row of a vocabulary slice [vocab_begin, vocab_begin + rows) that holds token `id`, or -1

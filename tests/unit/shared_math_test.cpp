@@ -47,6 +47,26 @@ void expect_close(const std::vector<float>& got, const Vec& want, double rtol, d
     ASSERT_NEAR(got[i], want[i], rtol * std::abs(want[i]) + atol) << "at " << i;
 }
 
+// exp_poly against double exp over the range softmax, log-sum-exp, SiLU and sigmoid use it in
+// (random, and the ends and the clamps), within 3e-7 relative; NaN stays NaN.
+TEST_F(SharedMath, ExpPoly) {
+  std::vector<float> x = random(20000, 30.0f);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 0.34657359f, -0.34657359f, -86.9f, 87.9f, -87.0f, 88.0f})
+    x.push_back(v);
+  for (float v : x) {
+    const float c = std::clamp(v, -87.0f, 88.0f);  // the documented clamp
+    const double want = std::exp(static_cast<double>(c));
+    EXPECT_NEAR(kernels::exp_poly(v), want, 3e-7 * want) << v;
+  }
+  EXPECT_EQ(kernels::exp_poly(-1000.0f), kernels::exp_poly(-87.0f));
+  EXPECT_EQ(kernels::exp_poly(-std::numeric_limits<float>::infinity()), kernels::exp_poly(-87.0f));
+  EXPECT_EQ(kernels::exp_poly(1000.0f), kernels::exp_poly(88.0f));
+  EXPECT_TRUE(std::isnan(kernels::exp_poly(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_TRUE(std::isnan(kernels::silu(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_LT(std::abs(kernels::silu(-200.0f)), 1e-30f);
+  EXPECT_EQ(kernels::silu(200.0f), 200.0f);
+}
+
 TEST_F(SharedMath, Activations) {
   const std::vector<float> x = random(4097, 4.0f);
   for (float v : x) {

@@ -236,13 +236,16 @@ void CpuBackend::causal_attention(const float* q, const float* k, const float* v
           float* row = scores + i * keys;
           const int64_t visible = t0 + i + 1;
           float max_score = row[0];
+#pragma omp simd reduction(max : max_score)
           for (int64_t j = 1; j < visible; ++j) max_score = std::max(max_score, row[j]);
           float total = 0.0f;
+#pragma omp simd reduction(+ : total)
           for (int64_t j = 0; j < visible; ++j) {
-            row[j] = std::exp(row[j] - max_score);
+            row[j] = kernels::exp_poly(row[j] - max_score);
             total += row[j];
           }
           const float inv = 1.0f / total;
+#pragma omp simd
           for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
           for (int64_t j = visible; j < keys; ++j) row[j] = 0.0f;
         }
@@ -258,7 +261,9 @@ void CpuBackend::swiglu(const float* gate_up, float* out, int64_t m, int64_t n) 
   for (int64_t i = 0; i < m; ++i) {
     const float* g = gate_up + i * 2 * n;
     const float* u = g + n;
-    for (int64_t j = 0; j < n; ++j) out[i * n + j] = kernels::silu(g[j]) * u[j];
+    float* o = out + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) o[j] = kernels::silu(g[j]) * u[j];
   }
 }
 
@@ -341,10 +346,12 @@ void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& 
       for (int64_t i = 0; i < rows; ++i) {
         const float* li = logits + i * cols;
         float mx = li[0];
+#pragma omp simd reduction(max : mx)
         for (int64_t j = 1; j < cols; ++j) mx = std::max(mx, li[j]);
         // exp in fp32 (every term is <= 1), summed in fp64 so long vocabularies lose nothing.
         double sum = 0.0;
-        for (int64_t j = 0; j < cols; ++j) sum += std::exp(li[j] - mx);
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < cols; ++j) sum += static_cast<double>(kernels::exp_poly(li[j] - mx));
         const double tile_lse = mx + std::log(sum);
         double& acc = lse[r0 + i];
         const double hi = std::max(acc, tile_lse);
