@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/cpu/gemm.hpp"
+#include "backend/cpu/host_memory.hpp"
 #include "backend/elementwise.hpp"
 #include "core/error.hpp"
 
@@ -19,7 +20,6 @@ namespace moe {
 
 namespace {
 
-constexpr std::size_t kAlignment = 64;
 constexpr int64_t kAttentionTile = 128;  // queries per attention block
 
 const float* f32_row(const WeightView& w, int64_t row) {
@@ -32,8 +32,7 @@ const uint16_t* bf16_row(const WeightView& w, int64_t row) {
 }  // namespace
 
 void* CpuBackend::raw_alloc(std::size_t bytes) {
-  const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* ptr = std::aligned_alloc(kAlignment, rounded);
+  void* ptr = cpu::alloc_host(bytes);
   if (!ptr) fail("cpu backend: out of memory allocating {} bytes", bytes);
   std::lock_guard<std::mutex> lock(sizes_mutex_);
   sizes_[ptr] = bytes;
@@ -49,7 +48,7 @@ void CpuBackend::raw_free(void* ptr) {
       sizes_.erase(it);
     }
   }
-  std::free(ptr);
+  cpu::free_host(ptr);
 }
 
 bool CpuBackend::owns(const void* ptr) {

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
@@ -18,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cpu/host_memory.hpp"
 #include "core/error.hpp"
 
 extern "C" char* openblas_get_corename(void);
@@ -181,11 +183,14 @@ class Matmuls {
     if (packs_.count(w.data)) return;
     dnnl::memory plain({{w.cols, w.rows}, dnnl::memory::data_type::bf16, {1, w.stride}}, engine_,
                        const_cast<void*>(w.data));
-    dnnl::memory packed(kernel.weights, engine_);
+    // The packed copy in our own (huge-page) memory, freed with the Pack.
+    std::shared_ptr<void> block(alloc_host(std::max<std::size_t>(kernel.weights.get_size(), 1)), free_host);
+    MOE_CHECK(block != nullptr, "out of memory packing bf16 weights ({} bytes)", kernel.weights.get_size());
+    dnnl::memory packed(kernel.weights, engine_, block.get());
     dnnl::stream stream(engine_);
     dnnl::reorder(plain, packed).execute(stream, plain, packed);
     stream.wait();
-    packs_.emplace(w.data, Pack{w.rows, w.cols, w.stride, packed});
+    packs_.emplace(w.data, Pack{w.rows, w.cols, w.stride, packed, std::move(block)});
   }
   // The packed copy of w when there is one in the layout `kernel` reads.
   const dnnl::memory* packed(const WeightView& w, const dnnl::memory::desc& layout) {
@@ -208,6 +213,7 @@ class Matmuls {
   struct Pack {
     int64_t n, k, ldw;
     dnnl::memory memory;
+    std::shared_ptr<void> block;  // what memory points into
   };
   dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
   std::mutex mutex_;
