@@ -59,6 +59,9 @@ class Backend {
   std::size_t bytes_in_use() const { return in_use_; }
   std::size_t peak_bytes() const { return peak_; }
   void reset_peak() { peak_ = in_use_; }
+  // Whether alloc() returns host memory the program may write directly (the CPU): loaders then read
+  // weights straight into a fresh buffer instead of staging them and calling copy_to_device.
+  virtual bool host_addressable() const { return false; }
   virtual void copy_to_device(void* dst, const void* host_src, std::size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;

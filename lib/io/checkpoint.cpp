@@ -119,46 +119,63 @@ CheckpointReader::CheckpointReader(const std::string& path, MPI_Comm /*comm*/)
   config_ = ModelConfig::from_attributes(file_.read_attributes("/"), path);
 }
 
-HostTensor CheckpointReader::read(const std::string& name, const std::vector<int64_t>& expected_shape,
-                                  const std::vector<int64_t>& offset_in, const std::vector<int64_t>& count_in) {
+DType CheckpointReader::dtype(const std::string& name) const {
   const h5::DatasetInfo info = file_.info(name);
   MOE_CHECK(info.kind == h5::ElementKind::f32 || info.kind == h5::ElementKind::bf16,
             "{}: dataset '{}' has type {}, expected float32 or bf16", path(), name, info.type_name);
-  MOE_CHECK(info.shape == expected_shape, "{}: dataset '{}' has shape {}, but the architecture needs {}", path(), name,
-            shape_text(info.shape), shape_text(expected_shape));
+  return info.kind == h5::ElementKind::bf16 ? DType::bf16 : DType::f32;
+}
+
+HostTensor CheckpointReader::read(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                  const std::vector<int64_t>& offset_in, const std::vector<int64_t>& count_in) {
   const std::vector<int64_t> offset = offset_in.empty() ? std::vector<int64_t>(expected_shape.size(), 0) : offset_in;
   const std::vector<int64_t> count = count_in.empty() ? expected_shape : count_in;
   HostTensor t;
-  t.dtype = info.kind == h5::ElementKind::bf16 ? DType::bf16 : DType::f32;
+  t.dtype = dtype(name);
   t.shape = count;
+  MOE_CHECK(count.size() == expected_shape.size(), "{}: dataset '{}': a box of rank {} in a tensor of rank {}", path(),
+            name, count.size(), expected_shape.size());
+  t.bytes.resize(static_cast<std::size_t>(product(count)) * dtype_size(t.dtype));
+  read_into(name, expected_shape, offset, count, t.bytes.data(), t.bytes.size());
+  return t;
+}
+
+DType CheckpointReader::read_into(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                  const std::vector<int64_t>& offset, const std::vector<int64_t>& count, void* dst,
+                                  std::size_t dst_bytes) {
+  const h5::DatasetInfo info = file_.info(name);
+  const DType type = dtype(name);
+  MOE_CHECK(info.shape == expected_shape, "{}: dataset '{}' has shape {}, but the architecture needs {}", path(), name,
+            shape_text(info.shape), shape_text(expected_shape));
   const int64_t n = product(count);
-  t.bytes.resize(static_cast<std::size_t>(n) * dtype_size(t.dtype));
+  MOE_CHECK(static_cast<std::size_t>(n) * dtype_size(type) == dst_bytes,
+            "{}: dataset '{}': a box of {} elements of {} does not fill {} bytes", path(), name, n, dtype_name(type),
+            dst_bytes);
   BoxScan scan;
-  if (t.dtype == DType::f32) {
-    auto* data = reinterpret_cast<uint32_t*>(t.bytes.data());
+  if (type == DType::f32) {
+    auto* data = static_cast<uint32_t*>(dst);
     file_.read<float>(name, offset, count, reinterpret_cast<float*>(data));
     scan = scan_box(data, expected_shape, offset, count, uint32_t{0x7f800000u});
   } else {
-    auto* data = reinterpret_cast<uint16_t*>(t.bytes.data());
+    auto* data = static_cast<uint16_t*>(dst);
     file_.read<uint16_t>(name, offset, count, data);
     scan = scan_box(data, expected_shape, offset, count, uint16_t{0x7f80u});
   }
   if (scan.first_bad >= 0) {
-    const double value = t.dtype == DType::f32
-                             ? reinterpret_cast<const float*>(t.bytes.data())[scan.first_bad]
-                             : bf16_to_float(reinterpret_cast<const uint16_t*>(t.bytes.data())[scan.first_bad]);
-    fail("{}: dataset '{}' holds a non-finite {}value ({}) at {}", path(), name, t.dtype == DType::bf16 ? "bf16 " : "",
+    const double value = type == DType::f32 ? static_cast<const float*>(dst)[scan.first_bad]
+                                            : bf16_to_float(static_cast<const uint16_t*>(dst)[scan.first_bad]);
+    fail("{}: dataset '{}' holds a non-finite {}value ({}) at {}", path(), name, type == DType::bf16 ? "bf16 " : "",
          value, index_text(scan.first_bad, offset, count));
   }
   reads_.push_back({name, offset, count, scan.sum});
-  const float max_abs = t.dtype == DType::f32 ? std::bit_cast<float>(static_cast<uint32_t>(scan.max_magnitude_bits))
-                                              : bf16_to_float(static_cast<uint16_t>(scan.max_magnitude_bits));
+  const float max_abs = type == DType::f32 ? std::bit_cast<float>(static_cast<uint32_t>(scan.max_magnitude_bits))
+                                           : bf16_to_float(static_cast<uint16_t>(scan.max_magnitude_bits));
   if (max_abs > kLargestPlausibleWeight)
     warnings_.push_back(
         fmt::format("{}: dataset '{}' holds a weight of magnitude {:.3g} (above {:.0e}): activations "
                     "may overflow float32",
                     path(), name, max_abs, kLargestPlausibleWeight));
-  return t;
+  return type;
 }
 
 std::string CheckpointReader::model_checksum(MPI_Comm comm) const {

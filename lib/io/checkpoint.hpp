@@ -43,6 +43,13 @@ class CheckpointReader {
   // Empty offset/count read the whole tensor.
   HostTensor read(const std::string& name, const std::vector<int64_t>& expected_shape,
                   const std::vector<int64_t>& offset = {}, const std::vector<int64_t>& count = {});
+  // The same read into host memory the caller owns: dst_bytes must be the box's size in the
+  // dataset's dtype (dtype()). Same checks and checksum as read(); returns that dtype.
+  DType read_into(const std::string& name, const std::vector<int64_t>& expected_shape,
+                  const std::vector<int64_t>& offset, const std::vector<int64_t>& count, void* dst,
+                  std::size_t dst_bytes);
+  // A weight dataset's element type (f32 or bf16; anything else is refused naming the dataset).
+  DType dtype(const std::string& name) const;
   // The model's identity for results and --resume, collective over comm (every rank that read
   // weights): fingerprint() combined with a checksum of every weight byte the ranks read. Each
   // element's bits are mixed with its flat index in its dataset and summed (mod 2^64) per read,

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "io/checkpoint_upload.hpp"
 
 namespace moe {
 
@@ -41,10 +42,42 @@ Norm load_norm(CheckpointReader& ckpt, Backend& backend, const std::string& pref
   return n;
 }
 
+// A box of a checkpoint dataset: one part of a weight matrix.
+struct Box {
+  std::string name;
+  std::vector<int64_t> shape, offset, count;
+};
+
 // Rows [begin, end) of a 2-D tensor of `shape`.
-HostTensor read_rows(CheckpointReader& ckpt, const std::string& name, const std::vector<int64_t>& shape, int64_t begin,
-                     int64_t end) {
-  return ckpt.read(name, shape, {begin, 0}, {end - begin, shape[1]});
+Box rows_of(const std::string& name, const std::vector<int64_t>& shape, int64_t begin, int64_t end) {
+  return {name, shape, {begin, 0}, {end - begin, shape[1]}};
+}
+Box whole(const std::string& name, const std::vector<int64_t>& shape) {
+  return {name, shape, std::vector<int64_t>(shape.size(), 0), shape};
+}
+
+// One weight matrix made of 2-D boxes stacked along their rows (q, k and v; gate and up), read
+// into its backend buffer with one copy (io/checkpoint_upload.hpp).
+Matrix load_matrix(CheckpointReader& ckpt, Backend& backend, const std::vector<Box>& parts, const std::string& what) {
+  const DType type = ckpt.dtype(parts.front().name);
+  const int64_t cols = parts.front().count.back();
+  int64_t rows = 0;
+  for (const Box& b : parts) {
+    MOE_CHECK(ckpt.dtype(b.name) == type, "{}: its tensors mix f32 and bf16", what);
+    MOE_CHECK(b.count.size() == 2 && b.count[1] == cols, "{}: its tensors differ in columns", what);
+    rows += b.count[0];
+  }
+  Matrix m;
+  const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(type);
+  m.buffer = backend.alloc(static_cast<std::size_t>(rows) * row_bytes);
+  std::size_t at = 0;
+  for (const Box& b : parts) {
+    const std::size_t bytes = static_cast<std::size_t>(b.count[0]) * row_bytes;
+    read_to_backend(ckpt, backend, b.name, b.shape, b.offset, b.count, m.buffer.as<std::byte>() + at, bytes);
+    at += bytes;
+  }
+  m.view = {m.buffer.data(), type, rows, cols, cols};
+  return m;
 }
 
 }  // namespace
@@ -69,14 +102,12 @@ MlpWeights load_mlp(CheckpointReader& ckpt, Backend& backend, const std::string&
   const auto [f0, f1] = slice_range(ffn, tp.rank, tp.size);
   MlpWeights mlp;
   mlp.ffn = f1 - f0;
-  const HostTensor up = read_rows(ckpt, prefix + "/up_proj", {ffn, d}, f0, f1);
-  if (c.activation == ActivationKind::swiglu) {
-    const HostTensor gate = read_rows(ckpt, prefix + "/gate_proj", {ffn, d}, f0, f1);
-    mlp.in = upload_matrix(backend, stack_rows({&gate, &up}, prefix));
-  } else {
-    mlp.in = upload_matrix(backend, up);
-  }
-  mlp.out = upload_matrix(backend, ckpt.read(prefix + "/down_proj", {d, ffn}, {0, f0}, {d, f1 - f0}));
+  const Box up = rows_of(prefix + "/up_proj", {ffn, d}, f0, f1);
+  if (c.activation == ActivationKind::swiglu)
+    mlp.in = load_matrix(ckpt, backend, {rows_of(prefix + "/gate_proj", {ffn, d}, f0, f1), up}, prefix);
+  else
+    mlp.in = load_matrix(ckpt, backend, {up}, prefix);
+  mlp.out = load_matrix(ckpt, backend, {{prefix + "/down_proj", {d, ffn}, {0, f0}, {d, f1 - f0}}}, prefix);
   return mlp;
 }
 
@@ -101,9 +132,10 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const Tensor
   const auto [v0, v1] = slice_range(c.vocab_size, tp.rank, tp.size);
   w.vocab_begin = v0;
   w.vocab_rows = v1 - v0;
-  w.embed_tokens = upload_matrix(backend, read_rows(ckpt, "embed_tokens", {c.vocab_size, d}, v0, v1));
+  w.embed_tokens = load_matrix(ckpt, backend, {rows_of("embed_tokens", {c.vocab_size, d}, v0, v1)}, "embed_tokens");
   if (c.position == PositionKind::learned)
-    w.embed_positions = upload_matrix(backend, ckpt.read("embed_positions", {c.max_positions, d}));
+    w.embed_positions =
+        load_matrix(ckpt, backend, {whole("embed_positions", {c.max_positions, d})}, "embed_positions");
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "layers/" + std::to_string(i);
     LayerWeights& l = w.layers.emplace_back();
@@ -111,10 +143,11 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const Tensor
     const int64_t hd = c.head_dim;
     const int64_t q_rows = c.num_heads * hd;
     const int64_t kv_rows = c.num_kv_heads * hd;
-    const HostTensor q = read_rows(ckpt, p + "/attn/q_proj", {q_rows, d}, h0 * hd, h1 * hd);
-    const HostTensor k = read_rows(ckpt, p + "/attn/k_proj", {kv_rows, d}, kv0 * hd, kv1 * hd);
-    const HostTensor v = read_rows(ckpt, p + "/attn/v_proj", {kv_rows, d}, kv0 * hd, kv1 * hd);
-    l.qkv = upload_matrix(backend, stack_rows({&q, &k, &v}, p + "/attn"));
+    l.qkv = load_matrix(ckpt, backend,
+                        {rows_of(p + "/attn/q_proj", {q_rows, d}, h0 * hd, h1 * hd),
+                         rows_of(p + "/attn/k_proj", {kv_rows, d}, kv0 * hd, kv1 * hd),
+                         rows_of(p + "/attn/v_proj", {kv_rows, d}, kv0 * hd, kv1 * hd)},
+                        p + "/attn");
     if (c.qkv_bias) {
       const HostTensor qb = ckpt.read(p + "/attn/q_bias", {q_rows}, {h0 * hd}, {(h1 - h0) * hd});
       const HostTensor kb = ckpt.read(p + "/attn/k_bias", {kv_rows}, {kv0 * hd}, {(kv1 - kv0) * hd});
@@ -126,22 +159,23 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const Tensor
       l.q_norm = upload_f32(backend, ckpt.read(p + "/attn/q_norm", {q_rows}, {h0 * hd}, {(h1 - h0) * hd}));
       l.k_norm = upload_f32(backend, ckpt.read(p + "/attn/k_norm", {kv_rows}, {kv0 * hd}, {(kv1 - kv0) * hd}));
     }
-    l.o_proj = upload_matrix(backend, ckpt.read(p + "/attn/o_proj", {d, q_rows}, {0, h0 * hd}, {d, (h1 - h0) * hd}));
+    l.o_proj =
+        load_matrix(ckpt, backend, {{p + "/attn/o_proj", {d, q_rows}, {0, h0 * hd}, {d, (h1 - h0) * hd}}}, p + "/attn");
     l.mlp_norm = load_norm(ckpt, backend, p + "/mlp_norm");
     if (!c.is_moe_layer(i)) {
       l.dense = load_mlp(ckpt, backend, p + "/mlp", c.dense_ffn, tp);
       continue;
     }
-    l.router = upload_matrix(backend, ckpt.read(p + "/moe/router", {c.num_experts(i), d}));
+    l.router = load_matrix(ckpt, backend, {whole(p + "/moe/router", {c.num_experts(i), d})}, p + "/moe/router");
     if (c.shared_ffn > 0) l.shared = load_mlp(ckpt, backend, p + "/moe/shared", c.shared_ffn, tp);
     if (c.shared_gate == SharedGateKind::sigmoid)
-      l.shared_gate = upload_matrix(backend, ckpt.read(p + "/moe/shared_gate", {1, d}));
+      l.shared_gate = load_matrix(ckpt, backend, {whole(p + "/moe/shared_gate", {1, d})}, p + "/moe/shared_gate");
   }
   w.final_norm = load_norm(ckpt, backend, "final_norm");
   if (c.tie_embeddings) {
     w.lm_head.view = w.embed_tokens.view;
   } else {
-    w.lm_head = upload_matrix(backend, read_rows(ckpt, "lm_head", {c.vocab_size, d}, v0, v1));
+    w.lm_head = load_matrix(ckpt, backend, {rows_of("lm_head", {c.vocab_size, d}, v0, v1)}, "lm_head");
   }
   w.bytes = backend.bytes_in_use() - before;
   return w;

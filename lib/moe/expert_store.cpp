@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "io/checkpoint_upload.hpp"
 
 namespace moe {
 
@@ -43,43 +44,41 @@ ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backen
     layer.local_of.assign(static_cast<std::size_t>(e), -1);
     if (local.empty()) continue;
     const std::string p = "layers/" + std::to_string(i) + "/moe/experts/";
-    std::vector<std::byte> in_bytes, out_bytes;
-    // Consecutive expert ids with the same columns are one hyperslab read (the contiguous default
-    // reads each tensor once, as before).
-    for (std::size_t first = 0; first < local.size();) {
-      std::size_t end = first + 1;
-      while (end < local.size() && local[end].expert == local[end - 1].expert + 1 &&
-             local[end].ffn_begin == local[first].ffn_begin && local[end].ffn_end == local[first].ffn_end)
-        ++end;
-      const int64_t x0 = local[first].expert, count = static_cast<int64_t>(end - first);
-      const int64_t f0 = local[first].ffn_begin, f = local[first].ffn();
-      const HostTensor up = ckpt.read(p + "up_proj", {e, full, d}, {x0, f0, 0}, {count, f, d});
-      const HostTensor out = ckpt.read(p + "down_proj", {e, d, full}, {x0, 0, f0}, {count, d, f});
-      MOE_CHECK(out.dtype == up.dtype, "{}: {}down_proj and up_proj differ in dtype", ckpt.path(), p);
-      MOE_CHECK(layer.experts.empty() || up.dtype == layer.dtype, "{}: {} experts differ in dtype", ckpt.path(), p);
-      layer.dtype = up.dtype;
-      HostTensor gate;
-      if (c.activation == ActivationKind::swiglu) {
-        gate = ckpt.read(p + "gate_proj", {e, full, d}, {x0, f0, 0}, {count, f, d});
-        MOE_CHECK(gate.dtype == up.dtype, "{}: {}gate_proj and up_proj differ in dtype", ckpt.path(), p);
-      }
-      const std::size_t block = static_cast<std::size_t>(f * d) * dtype_size(up.dtype);
-      for (int64_t x = 0; x < count; ++x) {
-        layer.local_of[static_cast<std::size_t>(x0 + x)] = static_cast<int64_t>(layer.experts.size());
-        layer.experts.push_back({f, in_bytes.size(), out_bytes.size()});
-        // Fused per expert: its gate rows, then its up rows, so that one GEMM makes both.
-        if (c.activation == ActivationKind::swiglu)
-          in_bytes.insert(in_bytes.end(), gate.bytes.begin() + x * block, gate.bytes.begin() + (x + 1) * block);
-        in_bytes.insert(in_bytes.end(), up.bytes.begin() + x * block, up.bytes.begin() + (x + 1) * block);
-        out_bytes.insert(out_bytes.end(), out.bytes.begin() + x * block, out.bytes.begin() + (x + 1) * block);
-      }
-      first = end;
+    const bool swiglu = c.activation == ActivationKind::swiglu;
+    layer.dtype = ckpt.dtype(p + "up_proj");
+    MOE_CHECK(ckpt.dtype(p + "down_proj") == layer.dtype, "{}: {}down_proj and up_proj differ in dtype", ckpt.path(),
+              p);
+    MOE_CHECK(!swiglu || ckpt.dtype(p + "gate_proj") == layer.dtype, "{}: {}gate_proj and up_proj differ in dtype",
+              ckpt.path(), p);
+    // One buffer for the local experts' input weights (fused per expert: its gate rows, then its
+    // up rows, so that one GEMM makes both) and one for their output weights, each expert's boxes
+    // read straight into place (io/checkpoint_upload.hpp).
+    const std::size_t element = dtype_size(layer.dtype);
+    std::size_t in_total = 0, out_total = 0;
+    for (const LocalExpert& x : local) {
+      const auto block = static_cast<std::size_t>(x.ffn() * d) * element;
+      layer.local_of[static_cast<std::size_t>(x.expert)] = static_cast<int64_t>(layer.experts.size());
+      layer.experts.push_back({x.ffn(), in_total, out_total});
+      in_total += (swiglu ? 2 : 1) * block;
+      out_total += block;
     }
-    layer.in = backend.alloc(in_bytes.size());
-    backend.copy_to_device(layer.in.data(), in_bytes.data(), in_bytes.size());
-    layer.out = backend.alloc(out_bytes.size());
-    backend.copy_to_device(layer.out.data(), out_bytes.data(), out_bytes.size());
-    bytes_ += in_bytes.size() + out_bytes.size();
+    layer.in = backend.alloc(in_total);
+    layer.out = backend.alloc(out_total);
+    for (std::size_t n = 0; n < local.size(); ++n) {
+      const LocalExpert& x = local[n];
+      const Local& at = layer.experts[n];
+      const int64_t f0 = x.ffn_begin, f = x.ffn();
+      const auto block = static_cast<std::size_t>(f * d) * element;
+      std::byte* in = layer.in.as<std::byte>() + at.in;
+      if (swiglu) {
+        read_to_backend(ckpt, backend, p + "gate_proj", {e, full, d}, {x.expert, f0, 0}, {1, f, d}, in, block);
+        in += block;
+      }
+      read_to_backend(ckpt, backend, p + "up_proj", {e, full, d}, {x.expert, f0, 0}, {1, f, d}, in, block);
+      read_to_backend(ckpt, backend, p + "down_proj", {e, d, full}, {x.expert, 0, f0}, {1, d, f},
+                      layer.out.as<std::byte>() + at.out, block);
+    }
+    bytes_ += in_total + out_total;
   }
 }
 
