@@ -210,6 +210,7 @@ void CpuBackend::causal_attention(const float* q, const float* k, const float* v
   const auto q_stride = static_cast<int>(heads * head_dim);
   const auto kv_stride = static_cast<int>(kv_heads * head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (seq_offsets[num_seqs] == 0) return;  // no rows (a dp group without sequences): out may be null
   if (sizing_pass()) {
     std::memset(out, 0, sizeof(float) * static_cast<std::size_t>(seq_offsets[num_seqs] * q_stride));
     return;
