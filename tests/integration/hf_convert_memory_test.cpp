@@ -37,7 +37,10 @@ TEST(HfConvertMemory, PeakRssUnderAQuarterOfTheCheckpoint) {
   std::printf("moe-convert: %.0f MB checkpoint, peak RSS %.1f MB (%.1f%%)\n", bytes / 1e6, peak / 1e6,
               100.0 * peak / bytes);
   RecordProperty("peak_rss_bytes", std::to_string(static_cast<long long>(peak)));
-  EXPECT_LT(peak, bytes / 4);
+  if (kAddressSanitizer)
+    std::printf("AddressSanitizer build: its shadow memory and quarantine count in RSS; the ceiling is not checked\n");
+  else
+    EXPECT_LT(peak, bytes / 4);
   EXPECT_GE(static_cast<double>(fs::file_size(dir.file("model.h5"))), 0.99 * bytes) << "every tensor written";
 }
 

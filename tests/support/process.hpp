@@ -6,6 +6,22 @@
 
 namespace moe::test {
 
+// Whether this build runs under AddressSanitizer (the sanitize preset builds the programs the
+// tests start the same way): its shadow memory and quarantine inflate RSS, so ceilings on a
+// program's peak RSS measure the sanitizer, not the program.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+
+
 struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
