@@ -10,6 +10,7 @@
 #include "backend/cpu/cpu_backend.hpp"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/gemm.hpp"
 #include "core/dtype.hpp"
 #include "reference_kernels.hpp"
 
@@ -250,6 +252,37 @@ TEST_F(CpuBackendTest, LinearBf16AcrossSeveralBlocks) {
     }
     expect_close(download<float>(dy, y0.size()), want, kRtol, 0.0, "linear bf16 panels", &scale);
   }
+}
+
+// The fallback bf16 kernel (widened to f32 + sgemm) is what CPUs without a oneDNN bf16 kernel run
+// (AVX2-only ones); called directly so that every CPU checks it, on two OpenMP threads (its
+// conversions run in parallel regions), over more than one panel of widened weight rows.
+TEST_F(CpuBackendTest, Bf16FallbackOnTwoThreadsAcrossSeveralPanels) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t m = 77, in = 1024, out = 1100, stride = 1031;
+  const auto x = random(static_cast<std::size_t>(m * in));
+  const auto full = random(static_cast<std::size_t>(out * stride));
+  const auto y0 = random(static_cast<std::size_t>(m * out));
+  const std::vector<uint16_t> wb = to_bf16(full);
+  Vec w(static_cast<std::size_t>(out * in));
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t c = 0; c < in; ++c) w[r * in + c] = bf16_to_float(wb[r * stride + c]);
+  const Vec xs = to_double(bf16_rounded(x));
+  const int threads_before = omp_get_max_threads();
+  omp_set_num_threads(2);
+  for (const float beta : {0.0f, 1.0f}) {
+    SCOPED_TRACE("beta = " + std::to_string(beta));
+    std::vector<float> y = beta == 0.0f ? std::vector<float>(y0.size(), kNaN) : y0;
+    cpu::gemm_bf16_widened(x.data(), m, WeightView{wb.data(), DType::bf16, out, in, stride}, y.data(), beta);
+    Vec want = ref::linear(xs, w, out, in);
+    Vec scale = ref::linear(abs_of(xs), abs_of(w), out, in);
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      want[i] += beta * y0[i];
+      scale[i] += std::abs(beta * y0[i]);
+    }
+    expect_close(y, want, kRtol, 0.0, "bf16 fallback", &scale);
+  }
+  omp_set_num_threads(threads_before);
 }
 
 // f32 GEMMs through oneDNN go in chunks of 512 rows; a shorter remainder runs its multiple of 32

@@ -334,12 +334,16 @@ double f32_self_check_error(F32Fn fn) {
 // weight rows (about 4 MiB) at a time so the widened copy stays cache-sized.
 void widened_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool /*pack*/) {
   const int64_t k = w.cols;
-  thread_local std::vector<float> xr, panel;
-  xr.resize(static_cast<std::size_t>(m * k));
+  // The buffers are this (calling) thread's; the OpenMP workers write through plain pointers,
+  // since inside a parallel region a thread_local names each worker's own, empty, vector.
+  thread_local std::vector<float> xr_buffer, panel_buffer;
+  xr_buffer.resize(static_cast<std::size_t>(m * k));
+  float* const xr = xr_buffer.data();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m * k; ++i) xr[i] = bf16_to_float(float_to_bf16(x[i]));
   const int64_t panel_rows = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(k, 1), 1, w.rows);
-  panel.resize(static_cast<std::size_t>(panel_rows * k));
+  panel_buffer.resize(static_cast<std::size_t>(panel_rows * k));
+  float* const panel = panel_buffer.data();
   for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
     const int64_t rows = std::min(panel_rows, w.rows - r0);
 #pragma omp parallel for schedule(static)
@@ -348,8 +352,8 @@ void widened_bf16(const float* x, int64_t m, const WeightView& w, float* y, floa
       for (int64_t c = 0; c < k; ++c) panel[r * k + c] = bf16_to_float(src[c]);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
-                static_cast<int>(k), 1.0f, xr.data(), static_cast<int>(k), panel.data(), static_cast<int>(k), beta,
-                y + r0, static_cast<int>(w.rows));
+                static_cast<int>(k), 1.0f, xr, static_cast<int>(k), panel, static_cast<int>(k), beta, y + r0,
+                static_cast<int>(w.rows));
   }
 }
 
@@ -421,9 +425,8 @@ Selected select_kernels() {
     const double error = bf16_self_check_error(onednn_bf16);
     if (error < kSelfCheckTolerance) {
       s.bf16 = onednn_bf16;
-      s.names.bf16 =
-          "oneDNN " + matmuls().get(dnnl::memory::data_type::bf16, kChunkRows, 64, 64, 64, 0.0f, true).impl +
-          ", packed weights";
+      s.names.bf16 = "oneDNN " + matmuls().get(dnnl::memory::data_type::bf16, kChunkRows, 64, 64, 64, 0.0f, true).impl +
+                     ", packed weights";
       return s;
     }
     onednn_problem = fmt::format("oneDNN failed the self-check ({:.2g})", error);
@@ -492,6 +495,10 @@ void gemm_f32(const float* x, int64_t m, const WeightView& w, float* y, float be
 
 void gemm_f32_openblas(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
   openblas_f32(x, m, w, y, beta);
+}
+
+void gemm_bf16_widened(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
+  widened_bf16(x, m, w, y, beta, false);
 }
 
 void prepare_f32(int64_t m, const WeightView& w) {

@@ -2,11 +2,11 @@
 // The CPU backend's GEMM kernels, chosen by the CPU's instruction-set features (cpuid), never by
 // its model name, and trusted only after a self-check against a plain loop:
 // - f32: oneDNN matmul (brgemm, its own choice by cpuid) when it passes its self-check, else
-//   OpenBLAS. OpenBLAS also runs attention's small per-head products. Its own start-up pick can be far below the CPU (Debian's 0.3.21 runs its SSE3
-//   `Prescott` kernels on some AVX-512 Xeons), and it picks once, in its library constructor,
-//   before main. choose_blas_kernels() compares that pick with the CPU's features and, when it is
-//   weaker, restarts the program in place (execv of /proc/self/exe) with OPENBLAS_CORETYPE set,
-//   then removes the variable again so children see the caller's environment unchanged.
+//   OpenBLAS. OpenBLAS also runs attention's small per-head products. Its own start-up pick can be far below the CPU
+//   (Debian's 0.3.21 runs its SSE3 `Prescott` kernels on some AVX-512 Xeons), and it picks once, in its library
+//   constructor, before main. choose_blas_kernels() compares that pick with the CPU's features and, when it is weaker,
+//   restarts the program in place (execv of /proc/self/exe) with OPENBLAS_CORETYPE set, then removes the variable again
+//   so children see the caller's environment unchanged.
 // - bf16 weights: oneDNN matmul, bf16 x bf16 products with fp32 accumulation (AMX or AVX512_BF16
 //   where present, oneDNN's choice by cpuid); activations are rounded to bf16 at the GEMM input
 //   only. Where oneDNN has no bf16 kernel (CPUs without AVX-512), or its self-check fails, a
@@ -37,7 +37,7 @@ void choose_blas_kernels(char** argv);
 struct GemmKernels {
   std::string f32;       // e.g. "oneDNN brg:avx512_core"
   std::string openblas;  // e.g. "OpenBLAS SkylakeX (cpuid; OpenBLAS picked Prescott)": attention, fallback
-  std::string bf16;  // e.g. "oneDNN brg:avx512_core_amx_bf16" or "widen to f32 + OpenBLAS sgemm"
+  std::string bf16;      // e.g. "oneDNN brg:avx512_core_amx_bf16" or "widen to f32 + OpenBLAS sgemm"
 };
 // The kernels in use; the first call runs the self-checks (a few small GEMMs against a plain
 // loop) and throws moe::Error when no kernel passes.
@@ -53,6 +53,9 @@ void prepare_f32(int64_t m, const WeightView& w);
 // pack: w stays unchanged until forget_bf16_weights() covers it, so a copy in oneDNN's blocked
 // layout is made at the first call and used by later ones (oneDNN otherwise reorders per call).
 void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack);
+// The fallback bf16 kernel (both operands widened to f32, then sgemm), whatever the choice: what
+// CPUs without a oneDNN bf16 kernel run, so tests check it on every CPU.
+void gemm_bf16_widened(const float* x, int64_t m, const WeightView& w, float* y, float beta);
 // Prepares what gemm_bf16 needs for m rows of input and these weights without computing.
 void prepare_bf16(int64_t m, const WeightView& w, bool pack);
 // Drops the packed copies of weights in [begin, begin + bytes) (freed or overwritten).
