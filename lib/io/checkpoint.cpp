@@ -1,7 +1,12 @@
 #include "io/checkpoint.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +15,7 @@
 #include <variant>
 
 #include "core/error.hpp"
+#include "io/box_extents.hpp"
 
 namespace moe {
 
@@ -96,6 +102,73 @@ BoxScan scan_box(const Word* data, const std::vector<int64_t>& full, const std::
   return scan;
 }
 
+// Loading reads blocks of this size on the OpenMP threads and scans each one while it is in cache.
+constexpr uint64_t kLoadBlockBytes = uint64_t{8} << 20;
+
+// The box's bytes (at the file runs x names) read with pread into dst on the OpenMP threads, a
+// block at a time, each block scanned right after its read: the same sum, flag and maximum as
+// scan_box, in one pass over memory instead of two and on every core. Returns the failed read
+// (errno, or EIO for a file that ends early) as err != 0.
+template <typename Word>
+BoxScan read_and_scan(int fd, const BoxExtents& x, Word* dst, Word exponent, int& err) {
+  struct Block {
+    uint64_t file_offset;
+    int64_t first, count;  // elements of the box
+  };
+  std::vector<Block> blocks;
+  int64_t at = 0;
+  for (const ByteRun& run : x.runs)
+    for (uint64_t b = 0; b < run.bytes; b += kLoadBlockBytes) {
+      const auto n = static_cast<int64_t>(std::min(kLoadBlockBytes, run.bytes - b) / sizeof(Word));
+      blocks.push_back({run.file_offset + b, at, n});
+      at += n;
+    }
+  uint64_t sum = 0, max_bits = 0;
+  int bad = 0;
+  std::atomic<int> first_error{0};
+  const Word magnitude = static_cast<Word>(~(Word{1} << (8 * sizeof(Word) - 1)));
+  const auto count = static_cast<int64_t>(blocks.size());
+#pragma omp parallel for schedule(dynamic) reduction(+ : sum) reduction(| : bad) reduction(max : max_bits)
+  for (int64_t i = 0; i < count; ++i) {
+    const Block& block = blocks[static_cast<std::size_t>(i)];
+    Word* words = dst + block.first;
+    auto* bytes = reinterpret_cast<char*>(words);
+    std::size_t left = static_cast<std::size_t>(block.count) * sizeof(Word);
+    auto offset = static_cast<off_t>(block.file_offset);
+    while (left > 0) {
+      const ssize_t got = pread(fd, bytes, left, offset);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        int expected = 0;
+        first_error.compare_exchange_strong(expected, got < 0 ? errno : EIO);
+        break;
+      }
+      bytes += got;
+      left -= static_cast<std::size_t>(got);
+      offset += got;
+    }
+    if (left > 0) continue;
+    const auto base = static_cast<uint64_t>(x.first_element + block.first);
+    uint64_t s = 0;
+    int b = 0;
+    Word m = 0;
+    for (int64_t c = 0; c < block.count; ++c) {
+      b |= (words[c] & exponent) == exponent;
+      m = std::max<Word>(m, words[c] & magnitude);
+      s += element_hash(words[c], base + static_cast<uint64_t>(c));
+    }
+    sum += s;
+    bad |= b;
+    max_bits = std::max<uint64_t>(max_bits, m);
+  }
+  err = first_error.load();
+  BoxScan scan{sum, -1, max_bits};
+  if (bad)
+    for (int64_t i = 0; i < at && scan.first_bad < 0; ++i)
+      if ((dst[i] & exponent) == exponent) scan.first_bad = i;
+  return scan;
+}
+
 }  // namespace
 
 int64_t HostTensor::numel() const {
@@ -117,6 +190,19 @@ std::vector<float> HostTensor::to_f32() const {
 CheckpointReader::CheckpointReader(const std::string& path, MPI_Comm /*comm*/)
     : file_(h5::File::open_read_local(path)) {
   config_ = ModelConfig::from_attributes(file_.read_attributes("/"), path);
+}
+
+CheckpointReader::~CheckpointReader() {
+  if (raw_fd_ >= 0) ::close(raw_fd_);
+}
+
+int CheckpointReader::raw_fd() {
+  // Opened once, at the first plain read; -1 (HDF5 reads everything) when it cannot be opened.
+  if (!raw_fd_tried_) {
+    raw_fd_tried_ = true;
+    raw_fd_ = ::open(path().c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  return raw_fd_;
 }
 
 DType CheckpointReader::dtype(const std::string& name) const {
@@ -152,7 +238,16 @@ DType CheckpointReader::read_into(const std::string& name, const std::vector<int
             "{}: dataset '{}': a box of {} elements of {} does not fill {} bytes", path(), name, n, dtype_name(type),
             dst_bytes);
   BoxScan scan;
-  if (type == DType::f32) {
+  // Plain layouts: pread on every thread, each block checked while in cache; others through HDF5.
+  const std::optional<BoxExtents> extents = box_extents(file_, name, expected_shape, offset, count, dtype_size(type));
+  if (extents && raw_fd() >= 0) {
+    int err = 0;
+    scan = type == DType::f32
+               ? read_and_scan(raw_fd(), *extents, static_cast<uint32_t*>(dst), uint32_t{0x7f800000u}, err)
+               : read_and_scan(raw_fd(), *extents, static_cast<uint16_t*>(dst), uint16_t{0x7f80u}, err);
+    MOE_CHECK(err == 0, "{}: reading dataset '{}' at offset {} count {} failed ({})", path(), name, shape_text(offset),
+              shape_text(count), std::strerror(err));
+  } else if (type == DType::f32) {
     auto* data = static_cast<uint32_t*>(dst);
     file_.read<float>(name, offset, count, reinterpret_cast<float*>(data));
     scan = scan_box(data, expected_shape, offset, count, uint32_t{0x7f800000u});

@@ -32,6 +32,9 @@ inline constexpr float kLargestPlausibleWeight = 1e4f;
 class CheckpointReader {
  public:
   CheckpointReader(const std::string& path, MPI_Comm comm);
+  ~CheckpointReader();
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
 
   const std::string& path() const { return file_.path(); }
   const ModelConfig& config() const { return config_; }
@@ -73,8 +76,13 @@ class CheckpointReader {
   };
   h5::File file_;
   ModelConfig config_;
+  // A second descriptor of the file for reads that bypass HDF5 (io/box_extents.hpp).
+  int raw_fd();
+
   std::vector<BoxSum> reads_;
   std::vector<std::string> warnings_;
+  int raw_fd_ = -1;
+  bool raw_fd_tried_ = false;
 };
 
 // Writes a checkpoint tensor by tensor (moe-synth, converters): memory stays one tensor.
