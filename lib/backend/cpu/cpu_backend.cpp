@@ -21,6 +21,7 @@ namespace moe {
 namespace {
 
 constexpr int64_t kAttentionTile = 128;  // queries per attention block
+constexpr int64_t kLseChunk = 512;       // logits per log-sum-exp chunk (2 KiB: in L1)
 
 const float* f32_row(const WeightView& w, int64_t row) {
   return static_cast<const float*>(w.data) + row * w.stride;
@@ -345,14 +346,28 @@ void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& 
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < rows; ++i) {
         const float* li = logits + i * cols;
-        float mx = li[0];
+        // Chunks of kLseChunk logits: the max pass brings a chunk into L1 and the exp pass reads it
+        // there (one pass over the tile from memory, not two). Within a chunk the terms (each <= 1)
+        // are summed in fp32 lanes, a few dozen per lane; across chunks in fp64, so a long
+        // vocabulary loses nothing.
+        double tile_max = -std::numeric_limits<double>::infinity(), tile_sum = 0.0;
+        for (int64_t c0 = 0; c0 < cols; c0 += kLseChunk) {
+          const float* chunk = li + c0;
+          const int64_t n = std::min(kLseChunk, cols - c0);
+          float mx = chunk[0];
 #pragma omp simd reduction(max : mx)
-        for (int64_t j = 1; j < cols; ++j) mx = std::max(mx, li[j]);
-        // exp in fp32 (every term is <= 1), summed in fp64 so long vocabularies lose nothing.
-        double sum = 0.0;
+          for (int64_t j = 1; j < n; ++j) mx = std::max(mx, chunk[j]);
+          float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < cols; ++j) sum += static_cast<double>(kernels::exp_poly(li[j] - mx));
-        const double tile_lse = mx + std::log(sum);
+          for (int64_t j = 0; j < n; ++j) sum += kernels::exp_poly(chunk[j] - mx);
+          if (mx > tile_max) {
+            tile_sum = tile_sum * std::exp(tile_max - mx) + sum;
+            tile_max = mx;
+          } else {
+            tile_sum += sum * std::exp(static_cast<double>(mx) - tile_max);
+          }
+        }
+        const double tile_lse = tile_max + std::log(tile_sum);
         double& acc = lse[r0 + i];
         const double hi = std::max(acc, tile_lse);
         acc = hi + std::log(std::exp(acc - hi) + std::exp(tile_lse - hi));

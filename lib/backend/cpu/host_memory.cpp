@@ -14,8 +14,7 @@ constexpr std::size_t kHugeThreshold = std::size_t{16} << 20;
 }  // namespace
 
 void* alloc_host(std::size_t bytes) {
-  if (bytes < kHugeThreshold)
-    return std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+  if (bytes < kHugeThreshold) return std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
   const std::size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   void* ptr = std::aligned_alloc(kHugePage, rounded);
   // Advice only: where THP is off the block is ordinary memory.
