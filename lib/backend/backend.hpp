@@ -143,7 +143,7 @@ class Backend {
   // (-inf when the target is outside the slice). Logits are made in tiles of lm_head_tile_rows x
   // lm_head_tile_vocab inside scratch; a [m, v] matrix is never formed.
   // r: h, head, targets  w: lse, target_logit, scratch
-  static constexpr int64_t lm_head_tile_rows = 256;
+  static constexpr int64_t lm_head_tile_rows = 512;  // 8 MiB of f32 logits: GEMMs at the full rate
   static constexpr int64_t lm_head_tile_vocab = 4096;
   std::size_t lm_head_scratch_bytes() const { return sizeof(float) * lm_head_tile_rows * lm_head_tile_vocab; }
   virtual void lm_head_logsumexp(const float* h, int64_t m, const WeightView& head, int64_t vocab_begin,

@@ -81,13 +81,16 @@ MOE_HOST_DEVICE double rope_inv_freq(int64_t i, int64_t head_dim, double theta) 
 }
 
 // Rotates the pair (x[i], x[i + half]) of one head by position * inv_freq.
-MOE_HOST_DEVICE void rope_rotate(float* x, int64_t i, int64_t half, double angle) {
-  const float c = static_cast<float>(cos(angle));
-  const float s = static_cast<float>(sin(angle));
+// The same with the angle's cosine and sine given (one pair for every head at this position).
+MOE_HOST_DEVICE void rope_rotate_cs(float* x, int64_t i, int64_t half, float c, float s) {
   const float a = x[i];
   const float b = x[i + half];
   x[i] = a * c - b * s;
   x[i + half] = b * c + a * s;
+}
+
+MOE_HOST_DEVICE void rope_rotate(float* x, int64_t i, int64_t half, double angle) {
+  rope_rotate_cs(x, i, half, static_cast<float>(cos(angle)), static_cast<float>(sin(angle)));
 }
 
 // RMSNorm: the scale of a row from its sum of squares over `count` elements, in double:

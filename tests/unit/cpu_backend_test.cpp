@@ -577,7 +577,10 @@ TEST_P(CpuAttentionTest, PackedSequencesMatchPerSequenceReference) {
   SCOPED_TRACE(seed_trace());
   const auto [heads, kv_heads] = GetParam();
   const int64_t head_dim = 13;
-  const std::vector<int64_t> lengths = {5, 1, 17, 2, 30, 1, 9};
+  // The query heads sharing a kv head are stacked, 128 / group queries of each per product: 150
+  // crosses several query tiles for every grouping; 130 query heads of one kv head (more than a
+  // product's 128 rows) split into two stacks.
+  const std::vector<int64_t> lengths = {5, 1, 17, 2, 30, 1, 9, 150};
   std::vector<int64_t> offsets = {0};
   for (int64_t len : lengths) offsets.push_back(offsets.back() + len);
   const int64_t total = offsets.back();
@@ -609,7 +612,8 @@ TEST_P(CpuAttentionTest, PackedSequencesMatchPerSequenceReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Heads, CpuAttentionTest,
-                         testing::Values(AttentionCase{4, 2}, AttentionCase{3, 3}, AttentionCase{6, 1}),
+                         testing::Values(AttentionCase{4, 2}, AttentionCase{3, 3}, AttentionCase{6, 1},
+                                         AttentionCase{130, 1}),
                          [](const testing::TestParamInfo<AttentionCase>& info) {
                            return "heads" + std::to_string(info.param.heads) + "_kv" +
                                   std::to_string(info.param.kv_heads);
@@ -774,12 +778,12 @@ struct LmHeadCase {
 
 class CpuLmHeadTest : public CpuBackendTest, public testing::WithParamInterface<LmHeadCase> {};
 
-// 300 rows cross the 256-row tile and a 5000-token slice crosses the 4096-token tile; the slice
+// 600 rows cross the 512-row tile and a 5000-token slice crosses the 4096-token tile; the slice
 // starts at vocab_begin != 0 (a vocab-parallel shard), and targets fall inside and outside it.
 TEST_P(CpuLmHeadTest, LogsumexpAndTargetLogitAcrossTiles) {
   SCOPED_TRACE(seed_trace());
   const LmHeadCase p = GetParam();
-  const int64_t m = 300, d = 37, v = 5000, vocab_begin = 1234, vocab_total = vocab_begin + v + 777;
+  const int64_t m = 600, d = 37, v = 5000, vocab_begin = 1234, vocab_total = vocab_begin + v + 777;
   const int64_t stride = p.strided ? d + 5 : d;
   ASSERT_GT(m, Backend::lm_head_tile_rows);
   ASSERT_GT(v, Backend::lm_head_tile_vocab);
@@ -800,7 +804,7 @@ TEST_P(CpuLmHeadTest, LogsumexpAndTargetLogitAcrossTiles) {
                                       vocab_begin + Backend::lm_head_tile_vocab - 1};
   for (std::size_t i = 0; i < edges.size(); ++i) targets[i] = static_cast<int32_t>(edges[i]);
   // The same edges again in the second row tile.
-  for (std::size_t i = 0; i < edges.size(); ++i) targets[280 + i] = static_cast<int32_t>(edges[i]);
+  for (std::size_t i = 0; i < edges.size(); ++i) targets[580 + i] = static_cast<int32_t>(edges[i]);
 
   DeviceBuffer dh = upload(h);
   DeviceBuffer dw = p.dtype == DType::bf16 ? upload(to_bf16(head)) : upload(head);
@@ -853,6 +857,47 @@ INSTANTIATE_TEST_SUITE_P(Cases, CpuLmHeadTest,
                            return std::string(dtype_name(info.param.dtype)) +
                                   (info.param.strided ? "_strided" : "_dense");
                          });
+
+// A sequence's attention must not depend on where its rows lie in memory (its place in the batch,
+// the scratch block its thread uses), or layouts that place sequences differently would differ by
+// an ulp, and by more once activations are rounded to bf16: the sequences in another order and
+// another max_len give bitwise the same output. (Not so for GEMM rows in general: OpenBLAS's edge
+// tiles round differently from its full ones, which the layouts' tolerance covers.)
+TEST_F(CpuBackendTest, AttentionDoesNotDependOnWhereRowsLie) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t heads = 4, kv_heads = 2, head_dim = 13, qw = heads * head_dim, kw = kv_heads * head_dim;
+  const std::vector<int64_t> lengths = {37, 150, 9};
+  std::vector<std::vector<float>> q, k, v;
+  for (const int64_t len : lengths) {
+    q.push_back(random(static_cast<std::size_t>(len * qw)));
+    k.push_back(random(static_cast<std::size_t>(len * kw)));
+    v.push_back(random(static_cast<std::size_t>(len * kw)));
+  }
+  // Packs the sequences in `order`, runs attention, returns each sequence's output (by index).
+  const auto run = [&](const std::vector<std::size_t>& order, int64_t max_len) {
+    std::vector<float> pq, pk, pv;
+    std::vector<int64_t> offsets = {0};
+    for (const std::size_t s : order) {
+      pq.insert(pq.end(), q[s].begin(), q[s].end());
+      pk.insert(pk.end(), k[s].begin(), k[s].end());
+      pv.insert(pv.end(), v[s].begin(), v[s].end());
+      offsets.push_back(offsets.back() + lengths[s]);
+    }
+    DeviceBuffer dq = upload(pq), dk = upload(pk), dv = upload(pv), doff = upload(offsets);
+    DeviceBuffer dout = upload(std::vector<float>(pq.size(), kNaN));
+    DeviceBuffer scratch = backend_.alloc(backend_.attention_scratch_bytes(max_len));
+    backend_.causal_attention(dq.as<float>(), dk.as<float>(), dv.as<float>(), dout.as<float>(), doff.as<int64_t>(),
+                              static_cast<int64_t>(order.size()), max_len, heads, kv_heads, head_dim, scratch.data());
+    const auto out = download<float>(dout, pq.size());
+    std::vector<std::vector<float>> per_seq(lengths.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+      per_seq[order[i]].assign(out.begin() + offsets[i] * qw, out.begin() + offsets[i + 1] * qw);
+    return per_seq;
+  };
+  const auto first = run({0, 1, 2}, 150), second = run({2, 0, 1}, 163);
+  for (std::size_t s = 0; s < lengths.size(); ++s)
+    EXPECT_TRUE(first[s] == second[s]) << "attention output of sequence " << s << " moved with its place";
+}
 
 }  // namespace
 }  // namespace moe::test

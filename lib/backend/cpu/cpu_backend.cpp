@@ -30,6 +30,32 @@ const uint16_t* bf16_row(const WeightView& w, int64_t row) {
   return static_cast<const uint16_t*>(w.data) + row * w.stride;
 }
 
+// sum_j e^(x[j] - shift) (and with kStore, x[j] replaced by its term) in a fixed order, whatever
+// the alignment of x or the vector width: 16 lane sums over whole blocks of 16, added in lane
+// order, then the rest. A vectorised reduction (omp simd) may peel iterations up to an aligned
+// address and so sum in an order that depends on where a buffer lies: layouts would then differ
+// by an ulp, and by more once activations are rounded to bf16.
+template <bool kStore>
+float sum_exp(float* x, int64_t n, float shift) {
+  constexpr int kLanes = 16;
+  float lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float e = kernels::exp_poly(x[j + l] - shift);
+      if constexpr (kStore) x[j + l] = e;
+      lanes[l] += e;
+    }
+  float total = 0.0f;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  for (; j < n; ++j) {
+    const float e = kernels::exp_poly(x[j] - shift);
+    if constexpr (kStore) x[j] = e;
+    total += e;
+  }
+  return total;
+}
+
 }  // namespace
 
 void* CpuBackend::raw_alloc(std::size_t bytes) {
@@ -162,11 +188,15 @@ void CpuBackend::layer_norm(const float* x, const float* w, const float* b, floa
 
 void CpuBackend::rope(float* x, const int32_t* positions, int64_t m, int64_t heads, int64_t head_dim, float theta) {
   const int64_t half = head_dim / 2;
+  // The frequencies once per call, the cosine and sine once per (row, pair) for all heads.
+  std::vector<double> inv_freq(static_cast<std::size_t>(half));
+  for (int64_t p = 0; p < half; ++p) inv_freq[p] = kernels::rope_inv_freq(p, head_dim, theta);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t p = 0; p < half; ++p) {
-      const double angle = positions[i] * kernels::rope_inv_freq(p, head_dim, theta);
-      for (int64_t h = 0; h < heads; ++h) kernels::rope_rotate(x + (i * heads + h) * head_dim, p, half, angle);
+      const double angle = positions[i] * inv_freq[p];
+      const auto c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+      for (int64_t h = 0; h < heads; ++h) kernels::rope_rotate_cs(x + (i * heads + h) * head_dim, p, half, c, s);
     }
   }
 }
@@ -198,60 +228,77 @@ std::size_t CpuBackend::attention_scratch_bytes(int64_t max_len) const {
          static_cast<std::size_t>(omp_get_max_threads());
 }
 
-// Per (sequence, head, tile of kAttentionTile queries): scores = Q_tile K^T over the keys the tile
-// can see (one sgemm), causal mask + softmax per row, out = P V (one sgemm). The masked upper
-// triangle of the diagonal block is computed and discarded: GEMM throughput beats exact causal
-// loops by far at these sizes. The (sequence, head) pairs go to the OpenMP threads, each with its
-// own [tile, max_len] score block and single-threaded GEMMs: one parallel region per call, not
-// several per tile (a barrier per small GEMM costs more than the GEMM on a busy node).
+// Per (sequence, kv head, tile of queries): the query heads that share the kv head (grouped-query
+// attention) are stacked into one product, kAttentionTile / group queries of each, so that every
+// product has about kAttentionTile rows whatever the grouping and the causal tiles stay short
+// (little of the masked triangle is computed). scores = Q_stack K^T over the keys the tile can
+// see (one sgemm), causal mask + softmax per row, out = P V (one sgemm). The (sequence, kv head,
+// stack) items go to the OpenMP threads, each with its own [kAttentionTile, max_len] score block
+// and single-threaded GEMMs: one parallel region per call, not several per tile (a barrier per
+// small GEMM costs more than the GEMM on a busy node).
 void CpuBackend::causal_attention(const float* q, const float* k, const float* v, float* out,
                                   const int64_t* seq_offsets, int64_t num_seqs, int64_t max_len, int64_t heads,
                                   int64_t kv_heads, int64_t head_dim, void* scratch) {
   const int64_t group = heads / kv_heads;
-  const auto q_stride = static_cast<int>(heads * head_dim);
+  const int64_t q_stride = heads * head_dim;
   const auto kv_stride = static_cast<int>(kv_heads * head_dim);
+  const auto hd = static_cast<int>(head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (seq_offsets[num_seqs] == 0) return;  // no rows (a dp group without sequences): out may be null
   if (sizing_pass()) {
     std::memset(out, 0, sizeof(float) * static_cast<std::size_t>(seq_offsets[num_seqs] * q_stride));
     return;
   }
+  const int64_t stack_heads = std::min(group, kAttentionTile);  // query heads per product
+  const int64_t stacks = (group + stack_heads - 1) / stack_heads;
+  const int64_t q_tile = kAttentionTile / stack_heads;  // queries of each head per product
   const int64_t block = kAttentionTile * max_len;
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(3) schedule(dynamic)
   for (int64_t s = 0; s < num_seqs; ++s) {
-    for (int64_t h = 0; h < heads; ++h) {
-      float* scores = static_cast<float*>(scratch) + omp_get_thread_num() * block;
-      const int64_t begin = seq_offsets[s];
-      const int64_t len = seq_offsets[s + 1] - begin;
-      const float* kh = k + begin * kv_stride + (h / group) * head_dim;
-      const float* vh = v + begin * kv_stride + (h / group) * head_dim;
-      for (int64_t t0 = 0; t0 < len; t0 += kAttentionTile) {
-        const int64_t rows = std::min(kAttentionTile, len - t0);
-        const int64_t keys = t0 + rows;  // the last query of the tile sees keys [0, keys)
-        const float* qt = q + (begin + t0) * q_stride + h * head_dim;
-        float* ot = out + (begin + t0) * q_stride + h * head_dim;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys),
-                    static_cast<int>(head_dim), scale, qt, q_stride, kh, kv_stride, 0.0f, scores,
-                    static_cast<int>(keys));
-        for (int64_t i = 0; i < rows; ++i) {
-          float* row = scores + i * keys;
-          const int64_t visible = t0 + i + 1;
-          float max_score = row[0];
+    for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
+      for (int64_t stack = 0; stack < stacks; ++stack) {
+        // This worker's own stacked Q and output rows (thread_local: one pair per OpenMP thread).
+        thread_local std::vector<float> q_rows, out_rows;
+        q_rows.resize(static_cast<std::size_t>(kAttentionTile * head_dim));
+        out_rows.resize(static_cast<std::size_t>(kAttentionTile * head_dim));
+        float* scores = static_cast<float*>(scratch) + omp_get_thread_num() * block;
+        const int64_t begin = seq_offsets[s];
+        const int64_t len = seq_offsets[s + 1] - begin;
+        const int64_t h0 = kvh * group + stack * stack_heads;
+        const int64_t nh = std::min(stack_heads, (kvh + 1) * group - h0);
+        const float* kh = k + begin * kv_stride + kvh * head_dim;
+        const float* vh = v + begin * kv_stride + kvh * head_dim;
+        for (int64_t t0 = 0; t0 < len; t0 += q_tile) {
+          const int64_t rows = std::min(q_tile, len - t0);
+          const int64_t keys = t0 + rows;  // the last query of the tile sees keys [0, keys)
+          const int64_t m = nh * rows;     // row g * rows + i: head h0 + g, query t0 + i
+          for (int64_t g = 0; g < nh; ++g)
+            for (int64_t i = 0; i < rows; ++i)
+              std::memcpy(q_rows.data() + (g * rows + i) * head_dim,
+                          q + (begin + t0 + i) * q_stride + (h0 + g) * head_dim,
+                          sizeof(float) * static_cast<std::size_t>(head_dim));
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(keys), hd, scale,
+                      q_rows.data(), hd, kh, kv_stride, 0.0f, scores, static_cast<int>(keys));
+          for (int64_t r = 0; r < m; ++r) {
+            float* row = scores + r * keys;
+            const int64_t visible = t0 + r % rows + 1;
+            float max_score = row[0];
 #pragma omp simd reduction(max : max_score)
-          for (int64_t j = 1; j < visible; ++j) max_score = std::max(max_score, row[j]);
-          float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-          for (int64_t j = 0; j < visible; ++j) {
-            row[j] = kernels::exp_poly(row[j] - max_score);
-            total += row[j];
-          }
-          const float inv = 1.0f / total;
+            for (int64_t j = 1; j < visible; ++j) max_score = std::max(max_score, row[j]);
+            const float total = sum_exp<true>(row, visible, max_score);
+            const float inv = 1.0f / total;
 #pragma omp simd
-          for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
-          for (int64_t j = visible; j < keys; ++j) row[j] = 0.0f;
+            for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+            for (int64_t j = visible; j < keys; ++j) row[j] = 0.0f;
+          }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), hd, static_cast<int>(keys), 1.0f,
+                      scores, static_cast<int>(keys), vh, kv_stride, 0.0f, out_rows.data(), hd);
+          for (int64_t g = 0; g < nh; ++g)
+            for (int64_t i = 0; i < rows; ++i)
+              std::memcpy(out + (begin + t0 + i) * q_stride + (h0 + g) * head_dim,
+                          out_rows.data() + (g * rows + i) * head_dim,
+                          sizeof(float) * static_cast<std::size_t>(head_dim));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(head_dim),
-                    static_cast<int>(keys), 1.0f, scores, static_cast<int>(keys), vh, kv_stride, 0.0f, ot, q_stride);
       }
     }
   }
@@ -345,21 +392,19 @@ void CpuBackend::lm_head_logsumexp(const float* h, int64_t m, const WeightView& 
       linear(h + r0 * d, rows, tile, logits, 0.0f);  // logits [rows, cols]
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < rows; ++i) {
-        const float* li = logits + i * cols;
+        float* li = logits + i * cols;
         // Chunks of kLseChunk logits: the max pass brings a chunk into L1 and the exp pass reads it
         // there (one pass over the tile from memory, not two). Within a chunk the terms (each <= 1)
         // are summed in fp32 lanes, a few dozen per lane; across chunks in fp64, so a long
         // vocabulary loses nothing.
         double tile_max = -std::numeric_limits<double>::infinity(), tile_sum = 0.0;
         for (int64_t c0 = 0; c0 < cols; c0 += kLseChunk) {
-          const float* chunk = li + c0;
+          float* chunk = li + c0;
           const int64_t n = std::min(kLseChunk, cols - c0);
           float mx = chunk[0];
 #pragma omp simd reduction(max : mx)
           for (int64_t j = 1; j < n; ++j) mx = std::max(mx, chunk[j]);
-          float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < n; ++j) sum += kernels::exp_poly(chunk[j] - mx);
+          const float sum = sum_exp<false>(chunk, n, mx);
           if (mx > tile_max) {
             tile_sum = tile_sum * std::exp(tile_max - mx) + sum;
             tile_max = mx;
