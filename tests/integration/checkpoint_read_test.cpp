@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -37,17 +38,24 @@ std::vector<std::byte> read_box(CheckpointReader& ckpt, const std::string& name,
   return ckpt.read(name, shape, offset, count).bytes;
 }
 
-class CheckpointRead : public testing::TestWithParam<std::string> {};
+// A fresh mixtral-tiny checkpoint in the parameter's dtype, in a scratch folder of the test's own.
+class CheckpointRead : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    dir_ = std::make_unique<ScratchDir>("checkpoint_read_" + GetParam());
+    model_ = dir_->file("model.h5");
+    seed_ = fresh_seed();
+    const CommandResult r = run_command(program("moe-synth") + " model " + input_file("models/mixtral-tiny.yaml") +
+                                        " " + model_ + " --dtype " + GetParam() + " --seed " + seed_);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  std::unique_ptr<ScratchDir> dir_;
+  std::string model_, seed_;
+};
 
 TEST_P(CheckpointRead, PlainReadsEqualHdf5ReadsInBytesAndChecksum) {
-  const std::string dtype = GetParam();
-  ScratchDir dir("checkpoint_read_" + dtype);
-  const std::string model = dir.file("model.h5");
-  const std::string seed = fresh_seed();
-  SCOPED_TRACE("moe-synth seed " + seed);
-  const CommandResult r = run_command(program("moe-synth") + " model " + input_file("models/mixtral-tiny.yaml") + " " +
-                                      model + " --dtype " + dtype + " --seed " + seed);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  SCOPED_TRACE("moe-synth seed " + seed_);
+  const std::string& model = model_;
 
   CheckpointReader whole(model, MPI_COMM_SELF), pieces(model, MPI_COMM_SELF);
   int plain_2d = 0, plain_3d = 0, through_hdf5 = 0;
@@ -93,17 +101,11 @@ TEST_P(CheckpointRead, PlainReadsEqualHdf5ReadsInBytesAndChecksum) {
   EXPECT_EQ(whole.model_checksum(MPI_COMM_SELF), pieces.model_checksum(MPI_COMM_SELF));
 }
 
-// One expert's box of a chunked expert tensor, and a run of rows of a contiguous matrix, are read
-// with pread too (expert and data parallel layouts), with the same bytes as HDF5's column slices.
+// A box of whole experts of a chunked expert tensor (what expert parallelism reads) is a plain
+// run too, read with pread, with the same bytes as HDF5's column slices assembled.
 TEST_P(CheckpointRead, ExpertAndRowBoxesArePlainRuns) {
-  const std::string dtype = GetParam();
-  ScratchDir dir("checkpoint_boxes_" + dtype);
-  const std::string model = dir.file("model.h5");
-  const std::string seed = fresh_seed();
-  SCOPED_TRACE("moe-synth seed " + seed);
-  const CommandResult r = run_command(program("moe-synth") + " model " + input_file("models/mixtral-tiny.yaml") + " " +
-                                      model + " --dtype " + dtype + " --seed " + seed);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  SCOPED_TRACE("moe-synth seed " + seed_);
+  const std::string& model = model_;
   CheckpointReader ckpt(model, MPI_COMM_SELF);
   int checked = 0;
   for (const std::string& name : ckpt.file().dataset_names()) {
