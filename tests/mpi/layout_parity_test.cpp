@@ -118,11 +118,11 @@ TEST_P(LayoutParity, EveryLayoutGivesOneRanksAnswer) {
     const Array got = read_array(out, "logprobs");
     const double d = max_abs_diff(base, got);
     // bf16: activations are rounded to bf16 at every GEMM input, which turns last-bit differences
-    // into visible ones. tp > 1 splits sums; at tp 1 the combine adds a token's expert outputs in
-    // the order its rows come home, which differs between layouts (model seed 3165291438, token
-    // seed 1201100361 gave 5.7e-3 at world 2 before and after the speed work of 2026-12-03, on an
-    // AVX2 CPU). Until the combine sums each token's contributions in a fixed order, bf16 layouts
-    // are held to the statistical bound, f32 ones to 1e-5.
+    // into visible ones. tp > 1 splits sums; at tp 1 some fp32 sum still differs between layouts
+    // (likeliest: the combine, which adds a token's expert outputs in the order its rows come
+    // home; model seed 3165291438, token seed 1201100361 gave 5.7e-3 at world 2 before and after
+    // the speed work of 2026-12-03, on an AVX2 CPU). Until that order is fixed, bf16 layouts are
+    // held to the statistical bound, f32 ones to 1e-5 (docs/models.md).
     if (dtype == "bf16") {
       const TokenDiffs diffs = token_diffs(base, got, 2e-2);
       EXPECT_LE(diffs.mean, 1e-3);
