@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "backend/cpu/gemm.hpp"
+#include "backend/cpu/row_invariant_gemm.hpp"
 #include "core/dtype.hpp"
 #include "reference_kernels.hpp"
 
@@ -254,12 +255,13 @@ TEST_F(CpuBackendTest, LinearBf16AcrossSeveralBlocks) {
   }
 }
 
-// The fallback bf16 kernel (widened to f32 + sgemm) is what CPUs without a oneDNN bf16 kernel run
-// (AVX2-only ones); called directly so that every CPU checks it, on two OpenMP threads (its
-// conversions run in parallel regions), over more than one panel of widened weight rows.
-TEST_F(CpuBackendTest, Bf16FallbackOnTwoThreadsAcrossSeveralPanels) {
+// The row-invariant bf16 kernel is what CPUs without a oneDNN bf16 kernel run (AVX2-only ones);
+// called directly so that every CPU checks it, AVX2 and plain code both, on two OpenMP threads,
+// with k past one block of 256 (700: two blocks and a tail), output columns past a multiple of 16
+// and rows past a multiple of 6 (edge tiles), strided weights, beta 0 and 1.
+TEST_F(CpuBackendTest, RowInvariantBf16MatchesTheReference) {
   SCOPED_TRACE(seed_trace());
-  const int64_t m = 77, in = 1024, out = 1100, stride = 1031;
+  const int64_t m = 77, in = 700, out = 1100, stride = 1031;
   const auto x = random(static_cast<std::size_t>(m * in));
   const auto full = random(static_cast<std::size_t>(out * stride));
   const auto y0 = random(static_cast<std::size_t>(m * out));
@@ -270,17 +272,73 @@ TEST_F(CpuBackendTest, Bf16FallbackOnTwoThreadsAcrossSeveralPanels) {
   const Vec xs = to_double(bf16_rounded(x));
   const int threads_before = omp_get_max_threads();
   omp_set_num_threads(2);
-  for (const float beta : {0.0f, 1.0f}) {
-    SCOPED_TRACE("beta = " + std::to_string(beta));
-    std::vector<float> y = beta == 0.0f ? std::vector<float>(y0.size(), kNaN) : y0;
-    cpu::gemm_bf16_widened(x.data(), m, WeightView{wb.data(), DType::bf16, out, in, stride}, y.data(), beta);
-    Vec want = ref::linear(xs, w, out, in);
-    Vec scale = ref::linear(abs_of(xs), abs_of(w), out, in);
-    for (std::size_t i = 0; i < want.size(); ++i) {
-      want[i] += beta * y0[i];
-      scale[i] += std::abs(beta * y0[i]);
+  for (const bool generic : {false, true})
+    for (const float beta : {0.0f, 1.0f}) {
+      SCOPED_TRACE(std::string(generic ? "generic" : cpu::row_invariant_gemm_isa()) + ", beta " +
+                   std::to_string(beta));
+      std::vector<float> y = beta == 0.0f ? std::vector<float>(y0.size(), kNaN) : y0;
+      cpu::gemm_bf16_row_invariant(x.data(), m, WeightView{wb.data(), DType::bf16, out, in, stride}, y.data(), beta,
+                                   generic);
+      Vec want = ref::linear(xs, w, out, in);
+      Vec scale = ref::linear(abs_of(xs), abs_of(w), out, in);
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        want[i] += beta * y0[i];
+        scale[i] += std::abs(beta * y0[i]);
+      }
+      expect_close(y, want, kRtol, 0.0, "row-invariant bf16", &scale);
     }
-    expect_close(y, want, kRtol, 0.0, "bf16 fallback", &scale);
+  omp_set_num_threads(threads_before);
+}
+
+// What the kernel is for: a row's output has the same bits whether it is computed alone, among
+// other rows at any place (a different place inside a tile of 6, an edge tile or not), in another
+// order, or on another number of threads. (OpenBLAS's sgemm fails this: its tiles of 12 rows and
+// their edges give a row other last bits.) beta 1 too, which continues each sum from y.
+TEST_F(CpuBackendTest, RowInvariantBf16GivesARowTheSameBitsWhereverItIs) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t m = 53, in = 600, out = 300;
+  const auto x = random(static_cast<std::size_t>(m * in));
+  const std::vector<uint16_t> wb = to_bf16(random(static_cast<std::size_t>(out * in)));
+  const auto y0 = random(static_cast<std::size_t>(m * out));
+  const WeightView view{wb.data(), DType::bf16, out, in, in};
+  const int threads_before = omp_get_max_threads();
+  const auto row = [&](const std::vector<float>& v, int64_t i) {
+    return std::vector<float>(v.begin() + i * out, v.begin() + (i + 1) * out);
+  };
+  std::vector<float> first_kernel;  // the AVX2 kernel's answer (when present), per beta
+  for (const bool generic : {false, true}) {
+    for (const float beta : {0.0f, 1.0f}) {
+      SCOPED_TRACE(std::string(generic ? "generic" : cpu::row_invariant_gemm_isa()) + ", beta " +
+                   std::to_string(beta));
+      omp_set_num_threads(2);
+      std::vector<float> all = y0;
+      cpu::gemm_bf16_row_invariant(x.data(), m, view, all.data(), beta, generic);
+      // bf16 x bf16 products are exact in fp32, so fused or not, both kernels' chains agree too.
+      if (!generic) first_kernel.insert(first_kernel.end(), all.begin(), all.end());
+      if (generic) {
+        ASSERT_TRUE(std::equal(all.begin(), all.end(), first_kernel.begin() + (beta == 0.0f ? 0 : m * out)))
+            << "the generic kernel differs from " << cpu::row_invariant_gemm_isa();
+      }
+      omp_set_num_threads(1);
+      // Each row alone, one thread.
+      for (int64_t i = 0; i < m; ++i) {
+        std::vector<float> one = row(y0, i);
+        cpu::gemm_bf16_row_invariant(x.data() + i * in, 1, view, one.data(), beta, generic);
+        ASSERT_EQ(one, row(all, i)) << "row " << i << " alone";
+      }
+      // Rows 5..21 in reverse order (each lands at another place among 17 rows), two threads.
+      omp_set_num_threads(2);
+      const int64_t first = 5, count = 17;
+      std::vector<float> xs, ys;
+      for (int64_t i = first + count - 1; i >= first; --i) {
+        xs.insert(xs.end(), x.begin() + i * in, x.begin() + (i + 1) * in);
+        const std::vector<float> r = row(y0, i);
+        ys.insert(ys.end(), r.begin(), r.end());
+      }
+      cpu::gemm_bf16_row_invariant(xs.data(), count, view, ys.data(), beta, generic);
+      for (int64_t j = 0; j < count; ++j)
+        ASSERT_EQ(row(ys, j), row(all, first + count - 1 - j)) << "row " << first + count - 1 - j << " reordered";
+    }
   }
   omp_set_num_threads(threads_before);
 }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/cpu/host_memory.hpp"
+#include "backend/cpu/row_invariant_gemm.hpp"
 #include "core/error.hpp"
 
 extern "C" char* openblas_get_corename(void);
@@ -330,34 +331,11 @@ double f32_self_check_error(F32Fn fn) {
   return worst;
 }
 
-// The fallback: both operands widened to f32 (x after rounding to bf16), then sgemm; a panel of
-// weight rows (about 4 MiB) at a time so the widened copy stays cache-sized.
-void widened_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool /*pack*/) {
-  const int64_t k = w.cols;
-  // The buffers are this (calling) thread's; the OpenMP workers write through plain pointers,
-  // since inside a parallel region a thread_local names each worker's own, empty, vector.
-  thread_local std::vector<float> xr_buffer, panel_buffer;
-  xr_buffer.resize(static_cast<std::size_t>(m * k));
-  float* const xr = xr_buffer.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m * k; ++i) xr[i] = bf16_to_float(float_to_bf16(x[i]));
-  const int64_t panel_rows = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(k, 1), 1, w.rows);
-  panel_buffer.resize(static_cast<std::size_t>(panel_rows * k));
-  float* const panel = panel_buffer.data();
-  for (int64_t r0 = 0; r0 < w.rows; r0 += panel_rows) {
-    const int64_t rows = std::min(panel_rows, w.rows - r0);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const uint16_t* src = static_cast<const uint16_t*>(w.data) + (r0 + r) * w.stride;
-      for (int64_t c = 0; c < k; ++c) panel[r * k + c] = bf16_to_float(src[c]);
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
-                static_cast<int>(k), 1.0f, xr, static_cast<int>(k), panel, static_cast<int>(k), beta, y + r0,
-                static_cast<int>(w.rows));
-  }
-}
-
 using Bf16Fn = void (*)(const float*, int64_t, const WeightView&, float*, float, bool);
+
+void row_invariant_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool /*pack*/) {
+  gemm_bf16_row_invariant(x, m, w, y, beta);
+}
 
 // A bf16 kernel against a double loop over the bf16-rounded operands, on a padded remainder
 // (45 rows), strided weights and both beta = 0 and beta = 1.
@@ -386,7 +364,7 @@ double bf16_self_check_error(Bf16Fn fn) {
 struct Selected {
   GemmKernels names;
   F32Fn f32 = openblas_f32;
-  Bf16Fn bf16 = widened_bf16;
+  Bf16Fn bf16 = row_invariant_bf16;
 };
 
 Selected select_kernels() {
@@ -439,10 +417,10 @@ Selected select_kernels() {
   } catch (const dnnl::error& e) {
     onednn_problem = std::string("no oneDNN bf16 kernel: ") + e.what();
   }
-  const double error = bf16_self_check_error(widened_bf16);
-  MOE_CHECK(error < kSelfCheckTolerance, "GEMM self-check: bf16 through sgemm is off by {:.2g} against a plain loop",
-            error);
-  s.names.bf16 = "bf16 widened to f32 + " + s.names.openblas + "; " + onednn_problem;
+  const double error = bf16_self_check_error(row_invariant_bf16);
+  MOE_CHECK(error < kSelfCheckTolerance,
+            "GEMM self-check: the row-invariant bf16 kernel is off by {:.2g} against a plain loop", error);
+  s.names.bf16 = std::string("row-invariant bf16 x bf16 -> f32 (") + row_invariant_gemm_isa() + "); " + onednn_problem;
   return s;
 }
 
@@ -501,10 +479,6 @@ void gemm_f32(const float* x, int64_t m, const WeightView& w, float* y, float be
 
 void gemm_f32_openblas(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
   openblas_f32(x, m, w, y, beta);
-}
-
-void gemm_bf16_widened(const float* x, int64_t m, const WeightView& w, float* y, float beta) {
-  widened_bf16(x, m, w, y, beta, false);
 }
 
 void prepare_f32(int64_t m, const WeightView& w) {

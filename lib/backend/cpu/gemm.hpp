@@ -9,9 +9,11 @@
 //   so children see the caller's environment unchanged.
 // - bf16 weights: oneDNN matmul, bf16 x bf16 products with fp32 accumulation (AMX or AVX512_BF16
 //   where present, oneDNN's choice by cpuid); activations are rounded to bf16 at the GEMM input
-//   only. Where oneDNN has no bf16 kernel (CPUs without AVX-512), or its self-check fails, a
-//   fallback widens both operands to f32 (exact: a bf16 x bf16 product fits in an f32) and runs
-//   sgemm: the same products, the same fp32 accumulation.
+//   only. Where oneDNN has no bf16 kernel (CPUs without AVX-512), or its self-check fails, our
+//   row-invariant kernel (row_invariant_gemm.hpp) runs: the same exact products (a bf16 x bf16
+//   product fits in an f32), fp32 accumulation, and a row's result independent of the rows beside
+//   it, so every layout gives one rank's bits (sgemm's differ in the last bit, which bf16 rounding
+//   at the next GEMM input can turn into 5.7e-3 in a logprob).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -53,9 +55,6 @@ void prepare_f32(int64_t m, const WeightView& w);
 // pack: w stays unchanged until forget_bf16_weights() covers it, so a copy in oneDNN's blocked
 // layout is made at the first call and used by later ones (oneDNN otherwise reorders per call).
 void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack);
-// The fallback bf16 kernel (both operands widened to f32, then sgemm), whatever the choice: what
-// CPUs without a oneDNN bf16 kernel run, so tests check it on every CPU.
-void gemm_bf16_widened(const float* x, int64_t m, const WeightView& w, float* y, float beta);
 // Prepares what gemm_bf16 needs for m rows of input and these weights without computing.
 void prepare_bf16(int64_t m, const WeightView& w, bool pack);
 // Drops the packed copies of weights in [begin, begin + bytes) (freed or overwritten).
