@@ -4,12 +4,13 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "config/run_config.hpp"
 #include "core/error.hpp"
+#include "io/output_file.hpp"
 #include "io/trace_reader.hpp"
 #include "moe/cache/cache_book.hpp"
 #include "moe/cache/cache_settings.hpp"
@@ -62,6 +63,12 @@ void bench_cache(const CacheBenchOptions& o, const std::string& command) {
   for (const std::string& p : o.policies)
     MOE_CHECK(std::find(valid.begin(), valid.end(), p) != valid.end(),
               "--policies: unknown policy '{}' (valid: lifo, lru, belady)", p);
+  // The CSV goes to CSV.partial and is renamed when complete; a file there that is not an earlier
+  // table of ours is refused before any work (io/output_file.hpp).
+  std::optional<StagedOutput> csv_out;
+  if (!o.csv.empty()) csv_out.emplace("--csv", o.csv, OutputKind::cache_table, NamedPaths{{"--trace", o.trace}},
+                                      StagedOutput::Options{o.force, false});
+  if (csv_out && !csv_out->note().empty()) fmt::print("# --csv: {}\n", csv_out->note());
   const RoutingTrace trace = read_routing_trace(o.trace);
   const std::vector<CacheStream> streams = cache_streams(trace, o.ranks);
   std::vector<CacheSlots> sizes;
@@ -87,12 +94,7 @@ void bench_cache(const CacheBenchOptions& o, const std::string& command) {
     if (p != "belady") header += fmt::format(" {:>11}", p + " gap");
   fmt::print("{}\n", header);
 
-  std::ofstream csv;
-  if (!o.csv.empty()) {
-    csv.open(o.csv);
-    MOE_CHECK(csv.good(), "--csv {}: cannot write", o.csv);
-    csv << "slots,share,policy,requests,misses,miss_rate,gap_to_belady\n";
-  }
+  std::string csv = std::string(kCacheTableCsvHeader) + "\n";
   // Belady is every gap's reference: it runs even when not listed.
   std::vector<std::string> run = o.policies;
   if (std::find(run.begin(), run.end(), "belady") == run.end()) run.push_back("belady");
@@ -119,8 +121,7 @@ void bench_cache(const CacheBenchOptions& o, const std::string& command) {
       const double gap = belady > 0 ? total[p].miss_rate() / belady - 1.0 : 0.0;
       if (p != "belady") row += fmt::format(" {:>10.1f}%", 100.0 * gap);
       if (p == "lifo") lifo_gap.emplace_back(o.slots[i], gap);
-      if (csv.is_open())
-        csv << fmt::format("{},{:.6f},{},{},{},{:.6f},{:.6f}\n", o.slots[i], share, p, total[p].hits + total[p].misses,
+      csv += fmt::format("{},{:.6f},{},{},{},{:.6f},{:.6f}\n", o.slots[i], share, p, total[p].hits + total[p].misses,
                            total[p].misses, total[p].miss_rate(), gap);
     }
     fmt::print("{}\n", row);
@@ -128,10 +129,7 @@ void bench_cache(const CacheBenchOptions& o, const std::string& command) {
   std::string perf = "PERFORMANCE cache";
   for (const auto& [slots, gap] : lifo_gap) perf += fmt::format(" lifo_gap_at_{}={:.1f}%", slots, 100.0 * gap);
   fmt::print("{}\n", perf);
-  if (csv.is_open()) {
-    csv.close();
-    MOE_CHECK(csv.good(), "--csv {}: write failed", o.csv);
-  }
+  if (csv_out) write_text_output(*csv_out, csv);
 }
 
 }  // namespace moe

@@ -14,6 +14,7 @@ struct CacheBenchOptions {
   std::vector<std::string> policies = {"lifo", "lru", "belady"};
   int64_t ranks = 1;  // expert-parallel ranks: each holds a contiguous range of every layer's experts and its own cache
   std::string csv;    // also write the table as CSV (scripts/plot_cache.py draws it)
+  bool force = false;  // replace whatever file is at csv (else only an earlier CSV table of ours)
 };
 
 // Runs on one process; prints the table and a PERFORMANCE line. Bad options throw one line.

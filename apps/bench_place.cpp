@@ -3,10 +3,11 @@
 #include <fmt/format.h>
 #include <mpi.h>
 
-#include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "io/output_file.hpp"
 #include "moe/balance/evaluate.hpp"
 
 namespace moe {
@@ -15,9 +16,18 @@ void bench_place(const PlaceBenchOptions& o, const std::string& command) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank != 0) return;
+  // The loads file goes to LOADS.partial and is renamed when complete; a file there that is not an
+  // earlier loads file of ours is refused before any work (io/output_file.hpp).
+  std::optional<StagedOutput> loads_out;
+  if (!o.loads_json.empty()) {
+    loads_out.emplace("--loads", o.loads_json, OutputKind::place_loads, NamedPaths{},
+                      StagedOutput::Options{o.force, false});
+    if (!loads_out->note().empty()) fmt::print("# --loads: {}\n", loads_out->note());
+  }
   const balance::CountMatrix counts = balance::synthetic_counts(o.counts);
   std::vector<balance::EvaluationRow> rows;
-  nlohmann::json loads = {{"command", command}, {"world", o.plan.world}, {"policies", nlohmann::json::array()}};
+  nlohmann::json loads = {
+      {"format", kPlaceLoadsFormat}, {"command", command}, {"world", o.plan.world}, {"policies", nlohmann::json::array()}};
   for (const std::string& policy : balance::planner_names()) {
     const balance::PlannedLayer planned = balance::plan_and_evaluate(0, policy, counts, o.plan);
     rows.push_back(planned.row);
@@ -38,11 +48,7 @@ void bench_place(const PlaceBenchOptions& o, const std::string& command) {
   std::string perf = "PERFORMANCE place";
   for (const auto& r : rows) perf += fmt::format(" {}_avg_max_load={:.4f}", r.policy, r.eval.avg_max_load);
   fmt::print("{}\n", perf);
-  if (!o.loads_json.empty()) {
-    std::ofstream out(o.loads_json);
-    out << loads.dump(1) << "\n";
-    MOE_CHECK(out.good(), "{}: cannot write the per-rank loads", o.loads_json);
-  }
+  if (loads_out) write_text_output(*loads_out, loads.dump(1) + "\n");
 }
 
 }  // namespace moe

@@ -13,6 +13,7 @@ struct PlaceBenchOptions {
   balance::SyntheticCountsOptions counts;
   balance::PlanOptions plan{8, 0, 1};
   std::string loads_json;  // optional: per-rank rows of every policy, for scripts/plot_placement.py
+  bool force = false;      // replace whatever file is at loads_json (else only an earlier loads file)
 };
 
 // Rank 0 prints the table and a PERFORMANCE line; the other ranks do nothing.

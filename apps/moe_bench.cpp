@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   place_cmd->add_option("--seed", place.counts.seed, "random seed")->capture_default_str();
   place_cmd->add_option("--loads", place.loads_json, "write per-rank rows of every policy here (JSON)");
+  place_cmd->add_flag("--force", place.force, "--loads may replace any file (else only an earlier loads file)");
   moe::CacheBenchOptions cache;
   auto* cache_cmd = app.add_subcommand(
       "cache", "replay a routing trace through each expert-cache policy and size: miss rates and gap to Belady");
@@ -221,6 +222,7 @@ int main(int argc, char** argv) {
   cache_cmd->add_option("--ranks", cache.ranks, "expert-parallel ranks modelled (contiguous expert ranges)")
       ->capture_default_str();
   cache_cmd->add_option("--csv", cache.csv, "also write the table as CSV (scripts/plot_cache.py plots it)");
+  cache_cmd->add_flag("--force", cache.force, "--csv may replace any file (else only an earlier CSV table)");
   std::string run_file;
   std::vector<std::string> overrides;
   auto* model = app.add_subcommand(

@@ -38,6 +38,10 @@ const char* kind_name(OutputKind kind) {
       return "moe-score run report";
     case OutputKind::placement:
       return "moe-place placement file";
+    case OutputKind::cache_table:
+      return "moe-bench cache CSV table";
+    case OutputKind::place_loads:
+      return "moe-bench place loads file";
   }
   return "output";
 }
@@ -58,6 +62,8 @@ bool is_h5_of_kind(const std::string& path, OutputKind kind) {
       return file.has("batch_done") && file.read_attributes().count("model_checksum") == 1;
     case OutputKind::report:
     case OutputKind::placement:
+    case OutputKind::cache_table:
+    case OutputKind::place_loads:
       return false;
   }
   return false;
@@ -70,11 +76,20 @@ bool is_json_of_kind(const std::string& path, OutputKind kind) {
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
   if (!j.is_object()) return false;
   if (kind == OutputKind::report) return j.contains("moebatch_version");
+  if (kind == OutputKind::place_loads) return j.value("format", std::string()) == kPlaceLoadsFormat;
   return j.value("format", std::string()) == "moebatch-placement";
 }
 
 bool is_json_kind(OutputKind kind) {
-  return kind == OutputKind::report || kind == OutputKind::placement;
+  return kind == OutputKind::report || kind == OutputKind::placement || kind == OutputKind::place_loads;
+}
+
+// moe-bench cache's CSV: its header line.
+bool is_csv_table(const std::string& path) {
+  const std::string want = std::string(kCacheTableCsvHeader) + "\n";
+  std::string head(want.size(), '\0');
+  std::ifstream in(path, std::ios::binary);
+  return in.read(head.data(), static_cast<std::streamsize>(head.size())) && head == want;
 }
 
 // The folder must exist and be writable: the partial file and the lock are created there.
@@ -92,6 +107,7 @@ bool looks_like_partial(const std::string& path, OutputKind kind) {
   char first = 0;
   if (!in.get(first)) return true;  // empty
   if (is_json_kind(kind)) return first == '{';
+  if (kind == OutputKind::cache_table) return first == kCacheTableCsvHeader[0];
   return H5Fis_hdf5(path.c_str()) > 0;
 }
 
@@ -129,6 +145,7 @@ bool is_output_of_kind(const std::string& path, OutputKind kind) {
   try {
     std::error_code ec;
     if (!fs::is_regular_file(path, ec)) return false;
+    if (kind == OutputKind::cache_table) return is_csv_table(path);
     return is_json_kind(kind) ? is_json_of_kind(path, kind) : is_h5_of_kind(path, kind);
   } catch (const std::exception&) {
     return false;

@@ -12,7 +12,12 @@
 namespace moe {
 
 // What an existing file at an output path must be for a run to replace it without --force.
-enum class OutputKind { checkpoint, tokens, results, report, placement };
+enum class OutputKind { checkpoint, tokens, results, report, placement, cache_table, place_loads };
+
+// The first line of moe-bench cache's CSV table (what makes an existing file one of ours).
+inline constexpr char kCacheTableCsvHeader[] = "slots,share,policy,requests,misses,miss_rate,gap_to_belady";
+// The "format" of moe-bench place's per-rank loads file (JSON).
+inline constexpr char kPlaceLoadsFormat[] = "moebatch-place-loads";
 
 // (what the path is, e.g. "model" or "HF_DIR/config.json"; the path)
 using NamedPaths = std::vector<std::pair<std::string, std::string>>;

@@ -6,7 +6,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
@@ -175,6 +177,20 @@ TEST_F(ExpertCache, BenchReplaysTheTrace) {
   }
   const std::vector<CsvRow> rows = read_csv(csv);
   ASSERT_EQ(rows.size(), 12u);
+  EXPECT_FALSE(std::filesystem::exists(csv + ".partial"));
+  // The CSV is an output like any other (io/output_file.hpp): an unrelated file at its path is
+  // refused and left as it was; an earlier table is replaced.
+  const std::string mine = file("mine.csv");
+  std::ofstream(mine) << "a,b\n1,2\n";
+  const auto refused = run_command(program("moe-bench") + " cache --trace " + file("trace.h5") + " --csv " + mine);
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_THAT(refused.output, HasSubstr("is not a moe-bench cache CSV table"));
+  std::ifstream kept(mine);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "a,b\n1,2\n");
+  const auto again = run_command(program("moe-bench") + " cache --trace " + file("trace.h5") +
+                                 " --slots 2,25%,50%,100% --csv " + csv);
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(read_csv(csv).size(), 12u);
   std::map<std::string, double> belady;
   for (const CsvRow& row : rows)
     if (row.policy == "belady") belady[row.slots] = row.miss_rate;

@@ -5,6 +5,8 @@
 // run file. Each test names the finding it covers. Full disks: full_disk_test.cpp.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -185,6 +187,29 @@ TEST_F(OutputSafety, PlacementFileRefusesItsModelAndUnrelatedFiles) {
   ASSERT_EQ(in_dir(place + " --out p.json").exit_code, 0);
   EXPECT_EQ(in_dir(place + " --out p.json").exit_code, 0) << "its own kind is replaced";
   EXPECT_FALSE(fs::exists(file("p.json.partial")));
+}
+
+// moe-bench's files (place --loads here; cache --csv in expert_cache_keys_test) too: written under
+// PATH.partial and renamed, an unrelated file refused before any work and left as it was, an
+// earlier file of the same kind replaced, any file with --force.
+TEST_F(OutputSafety, BenchLoadsFileRefusesUnrelatedFilesAndReplacesItsOwn) {
+  const std::string place = program("moe-bench") + " place --world 4 --batches 20 --loads ";
+  std::ofstream(file("notes.json")) << "{\"mine\": 1}\n";
+  const auto refused = in_dir(place + "notes.json");
+  expect_refused(refused, "moe-bench", "is not a moe-bench place loads file");
+  EXPECT_THAT(refused.output, Not(HasSubstr("PERFORMANCE"))) << "refused before the work";
+  EXPECT_TRUE(bytes_of(file("notes.json")) == "{\"mine\": 1}\n");
+  ASSERT_EQ(in_dir(place + "loads.json").exit_code, 0);
+  const auto again = in_dir(place + "loads.json");
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_THAT(again.output, HasSubstr("loads.json exists and will be replaced"));
+  const nlohmann::json loads = nlohmann::json::parse(bytes_of(file("loads.json")));
+  EXPECT_EQ(loads["format"], "moebatch-place-loads");
+  EXPECT_EQ(loads["world"], 4);
+  EXPECT_FALSE(loads["policies"].empty());
+  EXPECT_FALSE(fs::exists(file("loads.json.partial")));
+  ASSERT_EQ(in_dir(place + "notes.json --force").exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(bytes_of(file("notes.json")))["format"], "moebatch-place-loads");
 }
 
 // Finding: "output or report equal to the run file overwrites the run file, exit 0".
