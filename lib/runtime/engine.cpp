@@ -212,7 +212,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     }
     const MemoryEstimate need =
         estimate_memory(model, *placement, rank, cache.bounded ? cache.layer_slots : std::vector<int64_t>{},
-                        topology->tp_size, max_tokens, max_len, omp_get_max_threads());
+                        topology->tp_size, max_tokens, max_len, omp_get_max_threads(),
+                        weight_bytes_held(ckpt->dtype("embed_tokens"), backend->name()));
     agree(world_comm, [&] { require_memory_on_nodes(need, world_comm); });
   }
   times.add("validate", now_seconds() - start);

@@ -3,14 +3,13 @@
 #include <algorithm>
 #include <functional>
 
+#include "backend/cpu/gemm.hpp"
 #include "core/error.hpp"
 #include "core/memory_budget.hpp"
 
 namespace moe {
 
 namespace {
-// Weights are held in float32 (bf16 checkpoints are widened at load on the CPU backend).
-constexpr double kWeightBytes = 4;
 // Tokens a rank's experts receive in a step, in units of its own tokens x top_k: dynamic gating
 // is unbounded in principle; twice the even share covers the imbalance of trained routers.
 constexpr double kDispatchImbalance = 2;
@@ -18,7 +17,7 @@ constexpr double kDispatchImbalance = 2;
 
 MemoryEstimate estimate_memory(const ModelConfig& c, const ExpertPlacement& placement, int rank,
                                const std::vector<int64_t>& layer_slots, int64_t tp, int64_t max_tokens, int64_t max_len,
-                               int threads) {
+                               int threads, double weight_bytes) {
   const double d = static_cast<double>(c.hidden_size);
   const double q_cols = static_cast<double>(c.num_heads * c.head_dim);
   const double kv_cols = static_cast<double>(c.num_kv_heads * c.head_dim);
@@ -45,7 +44,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const ExpertPlacement& plac
   }
   MemoryEstimate e;
   const double dense_params = static_cast<double>(c.parameter_count()) - expert_params;
-  e.model_bytes = kWeightBytes * (dense_params / static_cast<double>(tp) + local_expert_params);
+  e.model_bytes = weight_bytes * (dense_params / static_cast<double>(tp) + local_expert_params);
 
   const double k = static_cast<double>(c.top_k);
   const double expert_rows = kDispatchImbalance * k;  // per token of this rank
@@ -60,6 +59,11 @@ MemoryEstimate estimate_memory(const ModelConfig& c, const ExpertPlacement& plac
   e.workspace_bytes = 4 * per_token_floats * tokens + attention + std::min(lm_head, 64.0 * (1 << 20)) +
                       24 * tokens;  // host staging: ids, positions, targets, scores
   return e;
+}
+
+double weight_bytes_held(DType dtype, const std::string& backend) {
+  const double stored = static_cast<double>(dtype_size(dtype));
+  return dtype == DType::bf16 && backend == "cpu" && cpu::bf16_gemm_packs_weights() ? 2 * stored : stored;
 }
 
 void require_memory_on_nodes(const MemoryEstimate& mine, MPI_Comm world) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -165,6 +166,26 @@ TEST_F(Hardening, ARunThatCannotFitIsRefusedWithNeedAndAvailable) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("out.h5")));
   const CommandResult ok = run_command("env MOE_MEMORY_LIMIT=200000000 " + program("moe-score") + " " + run);
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
+
+  // bf16 weights are held as bf16 (half of f32), plus a packed copy where the bf16 GEMM keeps one
+  // (oneDNN; moe-bench gemm names the kernel): the estimate says so.
+  const CommandResult r32 = run_command("env MOE_MEMORY_LIMIT=6000000 " + program("moe-score") + " " + run);
+  synth(" model " + input_file("models/mixtral-tiny.yaml") + " " + dir.file("big16.h5") +
+        " --set vocab_size=32000 --dtype bf16");
+  // (the same run.yaml, now naming the bf16 model)
+  const std::string run16 = write_run_file(dir, dir.file("big16.h5"), base("tokens.h5"), dir.file("out16.h5"));
+  const CommandResult r16 = run_command("env MOE_MEMORY_LIMIT=6000000 " + program("moe-score") + " " + run16);
+  const auto shard_mib = [](const std::string& output) {
+    std::smatch m;
+    const bool found = std::regex_search(output, m, std::regex("model shard \\(([0-9.]+) MiB\\)"));
+    EXPECT_TRUE(found) << output;
+    return found ? std::stod(m[1]) : 0.0;
+  };
+  const double f32_mib = shard_mib(r32.output), bf16_mib = shard_mib(r16.output);
+  const CommandResult gemm = run_command(program("moe-bench") + " gemm --reps 1");
+  const bool packs = gemm.output.find("packed weights") != std::string::npos;
+  SCOPED_TRACE(packs ? "bf16 GEMM keeps packed copies" : "bf16 GEMM on the weights as stored");
+  EXPECT_NEAR(bf16_mib, packs ? f32_mib : f32_mib / 2, 0.1) << "f32 " << f32_mib << " MiB, bf16 " << bf16_mib;
 }
 
 TEST_F(Hardening, FifosAsInputsAreRefusedAtOnce) {

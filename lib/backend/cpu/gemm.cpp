@@ -497,6 +497,10 @@ void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float b
   selected().bf16(x, m, w, y, beta, pack);
 }
 
+bool bf16_gemm_packs_weights() {
+  return selected().bf16 == onednn_bf16;
+}
+
 void prepare_bf16(int64_t m, const WeightView& w, bool pack) {
   if (selected().bf16 != onednn_bf16 || w.rows == 0) return;
   if (pack) matmuls().pack(w);

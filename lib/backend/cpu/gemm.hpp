@@ -55,6 +55,8 @@ void prepare_f32(int64_t m, const WeightView& w);
 // pack: w stays unchanged until forget_bf16_weights() covers it, so a copy in oneDNN's blocked
 // layout is made at the first call and used by later ones (oneDNN otherwise reorders per call).
 void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack);
+// True when gemm_bf16 keeps a packed copy of each weight it is given with pack (oneDNN's kernels).
+bool bf16_gemm_packs_weights();
 // Prepares what gemm_bf16 needs for m rows of input and these weights without computing.
 void prepare_bf16(int64_t m, const WeightView& w, bool pack);
 // Drops the packed copies of weights in [begin, begin + bytes) (freed or overwritten).
