@@ -66,8 +66,9 @@ void bench_cache(const CacheBenchOptions& o, const std::string& command) {
   // The CSV goes to CSV.partial and is renamed when complete; a file there that is not an earlier
   // table of ours is refused before any work (io/output_file.hpp).
   std::optional<StagedOutput> csv_out;
-  if (!o.csv.empty()) csv_out.emplace("--csv", o.csv, OutputKind::cache_table, NamedPaths{{"--trace", o.trace}},
-                                      StagedOutput::Options{o.force, false});
+  if (!o.csv.empty())
+    csv_out.emplace("--csv", o.csv, OutputKind::cache_table, NamedPaths{{"--trace", o.trace}},
+                    StagedOutput::Options{o.force, false});
   if (csv_out && !csv_out->note().empty()) fmt::print("# --csv: {}\n", csv_out->note());
   const RoutingTrace trace = read_routing_trace(o.trace);
   const std::vector<CacheStream> streams = cache_streams(trace, o.ranks);
@@ -122,7 +123,7 @@ void bench_cache(const CacheBenchOptions& o, const std::string& command) {
       if (p != "belady") row += fmt::format(" {:>10.1f}%", 100.0 * gap);
       if (p == "lifo") lifo_gap.emplace_back(o.slots[i], gap);
       csv += fmt::format("{},{:.6f},{},{},{},{:.6f},{:.6f}\n", o.slots[i], share, p, total[p].hits + total[p].misses,
-                           total[p].misses, total[p].miss_rate(), gap);
+                         total[p].misses, total[p].miss_rate(), gap);
     }
     fmt::print("{}\n", row);
   }

@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 #include <mpi.h>
 
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/error.hpp"
 #include "io/output_file.hpp"
@@ -26,8 +26,10 @@ void bench_place(const PlaceBenchOptions& o, const std::string& command) {
   }
   const balance::CountMatrix counts = balance::synthetic_counts(o.counts);
   std::vector<balance::EvaluationRow> rows;
-  nlohmann::json loads = {
-      {"format", kPlaceLoadsFormat}, {"command", command}, {"world", o.plan.world}, {"policies", nlohmann::json::array()}};
+  nlohmann::json loads = {{"format", kPlaceLoadsFormat},
+                          {"command", command},
+                          {"world", o.plan.world},
+                          {"policies", nlohmann::json::array()}};
   for (const std::string& policy : balance::planner_names()) {
     const balance::PlannedLayer planned = balance::plan_and_evaluate(0, policy, counts, o.plan);
     rows.push_back(planned.row);

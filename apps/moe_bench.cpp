@@ -117,8 +117,8 @@ moe::GemmRates bench_gemm(const std::string& backend_name, int reps, const std::
       // The best f32 rate this machine gave in this run, whichever kernel gave it.
       (dtype == moe::DType::f32 ? best : best_bf16) = std::max(dtype == moe::DType::f32 ? best : best_bf16, gflops);
       if (rank == 0)
-        fmt::print("{:>6} {:>6} {:>6} {:>5} {:>8} | {:>10.1f} {:>9.1f} {:>11}\n", s.m, s.n, s.k,
-                   moe::dtype_name(dtype), variant.openblas ? "openblas" : "chosen", t * 1e6, gflops,
+        fmt::print("{:>6} {:>6} {:>6} {:>5} {:>8} | {:>10.1f} {:>9.1f} {:>11}\n", s.m, s.n, s.k, moe::dtype_name(dtype),
+                   variant.openblas ? "openblas" : "chosen", t * 1e6, gflops,
                    openblas_gflops > 0 ? fmt::format("{:.2f}", gflops / openblas_gflops) : std::string("-"));
     }
   }

@@ -210,10 +210,9 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
       }
       max_tokens = std::max(max_tokens, sum);
     }
-    const MemoryEstimate need =
-        estimate_memory(model, *placement, rank, cache.bounded ? cache.layer_slots : std::vector<int64_t>{},
-                        topology->tp_size, max_tokens, max_len, omp_get_max_threads(),
-                        weight_bytes_held(ckpt->dtype("embed_tokens"), backend->name()));
+    const MemoryEstimate need = estimate_memory(
+        model, *placement, rank, cache.bounded ? cache.layer_slots : std::vector<int64_t>{}, topology->tp_size,
+        max_tokens, max_len, omp_get_max_threads(), weight_bytes_held(ckpt->dtype("embed_tokens"), backend->name()));
     agree(world_comm, [&] { require_memory_on_nodes(need, world_comm); });
   }
   times.add("validate", now_seconds() - start);
@@ -389,7 +388,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
       try {
         transformer->score(batch, logprobs.data(), &times);
         guard.check_scores(batch, logprobs.data());  // also asks for a stop, like every layer
-      } catch (const StopRequested&) {  // on every rank together: this step is not written
+      } catch (const StopRequested&) {               // on every rank together: this step is not written
         stopped = true;
         break;
       }

@@ -187,8 +187,8 @@ TEST_F(ExpertCache, BenchReplaysTheTrace) {
   EXPECT_THAT(refused.output, HasSubstr("is not a moe-bench cache CSV table"));
   std::ifstream kept(mine);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "a,b\n1,2\n");
-  const auto again = run_command(program("moe-bench") + " cache --trace " + file("trace.h5") +
-                                 " --slots 2,25%,50%,100% --csv " + csv);
+  const auto again =
+      run_command(program("moe-bench") + " cache --trace " + file("trace.h5") + " --slots 2,25%,50%,100% --csv " + csv);
   EXPECT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(read_csv(csv).size(), 12u);
   std::map<std::string, double> belady;

@@ -274,8 +274,7 @@ TEST_F(CpuBackendTest, RowInvariantBf16MatchesTheReference) {
   omp_set_num_threads(2);
   for (const bool generic : {false, true})
     for (const float beta : {0.0f, 1.0f}) {
-      SCOPED_TRACE(std::string(generic ? "generic" : cpu::row_invariant_gemm_isa()) + ", beta " +
-                   std::to_string(beta));
+      SCOPED_TRACE(std::string(generic ? "generic" : cpu::row_invariant_gemm_isa()) + ", beta " + std::to_string(beta));
       std::vector<float> y = beta == 0.0f ? std::vector<float>(y0.size(), kNaN) : y0;
       cpu::gemm_bf16_row_invariant(x.data(), m, WeightView{wb.data(), DType::bf16, out, in, stride}, y.data(), beta,
                                    generic);
@@ -308,8 +307,7 @@ TEST_F(CpuBackendTest, RowInvariantBf16GivesARowTheSameBitsWhereverItIs) {
   std::vector<float> first_kernel;  // the AVX2 kernel's answer (when present), per beta
   for (const bool generic : {false, true}) {
     for (const float beta : {0.0f, 1.0f}) {
-      SCOPED_TRACE(std::string(generic ? "generic" : cpu::row_invariant_gemm_isa()) + ", beta " +
-                   std::to_string(beta));
+      SCOPED_TRACE(std::string(generic ? "generic" : cpu::row_invariant_gemm_isa()) + ", beta " + std::to_string(beta));
       omp_set_num_threads(2);
       std::vector<float> all = y0;
       cpu::gemm_bf16_row_invariant(x.data(), m, view, all.data(), beta, generic);
@@ -433,28 +431,36 @@ TEST_F(CpuBackendTest, GroupedLinearSkipsEmptyGroups) {
   std::vector<float> y_init(static_cast<std::size_t>(m * out), kNaN);
   y_init.insert(y_init.end(), sentinel.begin(), sentinel.end());
 
+  // On 1, 2 and 3 threads: with more than one, each thread takes an equal share of the 35 rows and
+  // cuts the groups where a share ends (group 4 at row 17 on 2 threads, groups 1 and 4 on 3).
   DeviceBuffer dx = upload(x);
-  DeviceBuffer dy = upload(y_init);
-  backend_.grouped_linear(dx.as<float>(), offsets.data(), num_groups, views.data(), dy.as<float>());
-  const auto y = download<float>(dy, y_init.size());
+  const int threads_before = omp_get_max_threads();
+  for (const int threads : {1, 2, 3}) {
+    SCOPED_TRACE(std::to_string(threads) + " threads");
+    omp_set_num_threads(threads);
+    DeviceBuffer dy = upload(y_init);
+    backend_.grouped_linear(dx.as<float>(), offsets.data(), num_groups, views.data(), dy.as<float>());
+    const auto y = download<float>(dy, y_init.size());
 
-  for (int64_t g = 0; g < num_groups; ++g) {
-    if (sizes[g] == 0) continue;
-    // A bf16 group's rows are rounded to bf16 at its GEMM input.
-    const Vec xd = to_double(views[g].dtype == DType::bf16 ? bf16_rounded(x) : x);
-    SCOPED_TRACE("group " + std::to_string(g));
-    const auto rows = std::span<const double>(xd).subspan(static_cast<std::size_t>(offsets[g] * in),
-                                                          static_cast<std::size_t>(sizes[g] * in));
-    const Vec w = to_double(w_host[g]);
-    const Vec want = ref::linear(rows, w, out, in);
-    const Vec scale = ref::linear(abs_of(Vec(rows.begin(), rows.end())), abs_of(w), out, in);
-    expect_close(std::span<const float>(y).subspan(static_cast<std::size_t>(offsets[g] * out), want.size()), want,
-                 kRtol, 0.0, "grouped_linear", &scale);
+    for (int64_t g = 0; g < num_groups; ++g) {
+      if (sizes[g] == 0) continue;
+      // A bf16 group's rows are rounded to bf16 at its GEMM input.
+      const Vec xd = to_double(views[g].dtype == DType::bf16 ? bf16_rounded(x) : x);
+      SCOPED_TRACE("group " + std::to_string(g));
+      const auto rows = std::span<const double>(xd).subspan(static_cast<std::size_t>(offsets[g] * in),
+                                                            static_cast<std::size_t>(sizes[g] * in));
+      const Vec w = to_double(w_host[g]);
+      const Vec want = ref::linear(rows, w, out, in);
+      const Vec scale = ref::linear(abs_of(Vec(rows.begin(), rows.end())), abs_of(w), out, in);
+      expect_close(std::span<const float>(y).subspan(static_cast<std::size_t>(offsets[g] * out), want.size()), want,
+                   kRtol, 0.0, "grouped_linear", &scale);
+    }
+    for (int64_t i = 0; i < sentinel_rows * out; ++i) {
+      EXPECT_EQ(y[static_cast<std::size_t>(m * out + i)], sentinel[static_cast<std::size_t>(i)])
+          << "grouped_linear wrote past the last group at " << i;
+    }
   }
-  for (int64_t i = 0; i < sentinel_rows * out; ++i) {
-    EXPECT_EQ(y[static_cast<std::size_t>(m * out + i)], sentinel[static_cast<std::size_t>(i)])
-        << "grouped_linear wrote past the last group at " << i;
-  }
+  omp_set_num_threads(threads_before);
 }
 
 TEST_F(CpuBackendTest, AddBiasAndAdd) {

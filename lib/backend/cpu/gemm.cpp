@@ -497,6 +497,10 @@ void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float b
   selected().bf16(x, m, w, y, beta, pack);
 }
 
+bool gemm_runs_on_one_thread_in_parallel(DType dtype) {
+  return dtype == DType::f32 ? selected().f32 == openblas_f32 : selected().bf16 == row_invariant_bf16;
+}
+
 bool bf16_gemm_packs_weights() {
   return selected().bf16 == onednn_bf16;
 }

@@ -55,6 +55,9 @@ void prepare_f32(int64_t m, const WeightView& w);
 // pack: w stays unchanged until forget_bf16_weights() covers it, so a copy in oneDNN's blocked
 // layout is made at the first call and used by later ones (oneDNN otherwise reorders per call).
 void gemm_bf16(const float* x, int64_t m, const WeightView& w, float* y, float beta, bool pack);
+// True when the chosen kernel for this dtype runs single-threaded when called inside an OpenMP
+// parallel region, as checked here: OpenBLAS's sgemm and the row-invariant bf16 kernel (not oneDNN).
+bool gemm_runs_on_one_thread_in_parallel(DType dtype);
 // True when gemm_bf16 keeps a packed copy of each weight it is given with pack (oneDNN's kernels).
 bool bf16_gemm_packs_weights();
 // Prepares what gemm_bf16 needs for m rows of input and these weights without computing.

@@ -80,7 +80,6 @@ bool has_avx2_fma() {
   return cpu_features().avx2 && cpu_features().fma;
 }
 
-
 // Rows [i0, i0 + rows) and k values [p0, p0 + kc) of x, rounded to bf16, as groups of kMr rows,
 // each group p-major (kc x kMr); rows past the end are zeros.
 void pack_rows(const float* x, int64_t k, int64_t i0, int64_t rows, int64_t p0, int64_t kc, float* out) {
@@ -120,8 +119,8 @@ float* scratch(std::vector<float>& v, int64_t floats) {
 }
 
 // Output columns [j0, j0 + cols) for all m rows: this is one thread's task.
-void column_block(Kernel run, const float* x, int64_t m, const WeightView& w, float* y, bool accumulate,
-                  int64_t j0, int64_t cols) {
+void column_block(Kernel run, const float* x, int64_t m, const WeightView& w, float* y, bool accumulate, int64_t j0,
+                  int64_t cols) {
   thread_local std::vector<float> wbuf, xbuf;
   const int64_t n = w.rows, k = w.cols;
   const int64_t panels = (cols + kNr - 1) / kNr;
