@@ -80,35 +80,31 @@ bool has_avx2_fma() {
   return cpu_features().avx2 && cpu_features().fma;
 }
 
-// Rows [i0, i0 + rows) and k values [p0, p0 + kc) of x, rounded to bf16, as groups of kMr rows,
-// each group p-major (kc x kMr); rows past the end are zeros.
-void pack_rows(const float* x, int64_t k, int64_t i0, int64_t rows, int64_t p0, int64_t kc, float* out) {
-  for (int64_t g = 0; g < rows; g += kMr, out += kc * kMr)
-    for (int64_t r = 0; r < kMr; ++r) {
+// `count` rows of a matrix, k values [p0, p0 + kc) of each, as groups of kWidth rows, each group
+// p-major (kc x kWidth); rows past `count` are zeros. value(r, p) is element p0 + p of row r.
+template <int64_t kWidth, typename Value>
+void pack_groups(int64_t count, int64_t kc, float* out, const Value& value) {
+  for (int64_t g = 0; g < count; g += kWidth, out += kc * kWidth)
+    for (int64_t r = 0; r < kWidth; ++r) {
       float* dst = out + r;
-      if (g + r >= rows) {
-        for (int64_t p = 0; p < kc; ++p) dst[p * kMr] = 0.0f;
-        continue;
-      }
-      const float* src = x + (i0 + g + r) * k + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * kMr] = bf16_to_float(float_to_bf16(src[p]));
+      if (g + r >= count)
+        for (int64_t p = 0; p < kc; ++p) dst[p * kWidth] = 0.0f;
+      else
+        for (int64_t p = 0; p < kc; ++p) dst[p * kWidth] = value(g + r, p);
     }
 }
 
-// Weight rows [j0, j0 + cols) and k values [p0, p0 + kc) widened to f32 as panels of kNr rows,
-// each p-major (kc x kNr); rows past the end are zeros.
+// Rows [i0, i0 + rows) of x, rounded to bf16, in groups of kMr.
+void pack_rows(const float* x, int64_t k, int64_t i0, int64_t rows, int64_t p0, int64_t kc, float* out) {
+  pack_groups<kMr>(rows, kc, out,
+                   [&](int64_t r, int64_t p) { return bf16_to_float(float_to_bf16(x[(i0 + r) * k + p0 + p])); });
+}
+
+// Weight rows [j0, j0 + cols) widened to f32, in panels of kNr.
 void pack_weights(const WeightView& w, int64_t j0, int64_t cols, int64_t p0, int64_t kc, float* out) {
   const auto* base = static_cast<const uint16_t*>(w.data);
-  for (int64_t g = 0; g < cols; g += kNr, out += kc * kNr)
-    for (int64_t j = 0; j < kNr; ++j) {
-      float* dst = out + j;
-      if (g + j >= cols) {
-        for (int64_t p = 0; p < kc; ++p) dst[p * kNr] = 0.0f;
-        continue;
-      }
-      const uint16_t* src = base + (j0 + g + j) * w.stride + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * kNr] = bf16_to_float(src[p]);
-    }
+  pack_groups<kNr>(cols, kc, out,
+                   [&](int64_t j, int64_t p) { return bf16_to_float(base[(j0 + j) * w.stride + p0 + p]); });
 }
 
 // A float buffer aligned for 32-byte loads, this thread's own (each OpenMP worker has its own).
