@@ -145,7 +145,7 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
         float* act = expert_ws.get<float>(1, static_cast<std::size_t>(rows * ffn));
         float* out = expert_ws.get<float>(2, static_cast<std::size_t>(rows * d));
         backend->grouped_linear(expert_rows, offsets, 2 * local, in_views.data(), in);
-        backend->swiglu(in, act, rows, ffn);
+        backend->swiglu(in, in + ffn, 2 * ffn, act, rows, ffn);
         backend->grouped_linear(act, offsets, 2 * local, out_views.data(), out);
         dispatcher->combine(handle, out, y.as<float>());
         backend->synchronize();

@@ -298,8 +298,8 @@ void CudaBackend::causal_attention(const float* q, const float* k, const float* 
 
 // --- activations and elementwise ---------------------------------------------------------------
 
-void CudaBackend::swiglu(const float* gate_up, float* out, int64_t m, int64_t n) {
-  MOE_CUDA_CHECK(cuda_kernels::swiglu(gate_up, out, m, n, stream_));
+void CudaBackend::swiglu(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n) {
+  MOE_CUDA_CHECK(cuda_kernels::swiglu(gate, up, ld, out, m, n, stream_));
 }
 
 void CudaBackend::gelu(float* x, int64_t n) {

@@ -79,7 +79,7 @@ class CudaBackend final : public Backend {
   void causal_attention(const float* q, const float* k, const float* v, float* out, const int64_t* seq_offsets,
                         int64_t num_seqs, int64_t max_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
                         void* scratch) override;
-  void swiglu(const float* gate_up, float* out, int64_t m, int64_t n) override;
+  void swiglu(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n) override;
   void gelu(float* x, int64_t n) override;
   void scale_rows_sigmoid(float* y, const float* logit, int64_t m, int64_t d) override;
   void softmax_topk(const float* logits, int64_t m, int64_t e, int64_t k, bool renormalize, int32_t* ids,

@@ -14,12 +14,11 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
   MOE_CUDA_GRID_STRIDE(idx, n) y[idx] += x[idx];
 }
 
-__global__ void swiglu_kernel(const float* gate_up, float* out, int64_t m, int64_t n) {
+__global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n) {
   MOE_CUDA_GRID_STRIDE(idx, m * n) {
     const int64_t i = idx / n;
     const int64_t j = idx - i * n;
-    const float* g = gate_up + i * 2 * n;
-    out[idx] = kernels::silu(g[j]) * g[n + j];
+    out[idx] = kernels::silu(gate[i * ld + j]) * up[i * ld + j];
   }
 }
 
@@ -45,9 +44,10 @@ cudaError_t add(float* y, const float* x, int64_t n, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-cudaError_t swiglu(const float* gate_up, float* out, int64_t m, int64_t n, cudaStream_t stream) {
+cudaError_t swiglu(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n,
+                   cudaStream_t stream) {
   if (m <= 0 || n <= 0) return cudaSuccess;
-  swiglu_kernel<<<grid_for(m * n), kThreads, 0, stream>>>(gate_up, out, m, n);
+  swiglu_kernel<<<grid_for(m * n), kThreads, 0, stream>>>(gate, up, ld, out, m, n);
   return cudaGetLastError();
 }
 

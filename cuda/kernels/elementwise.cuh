@@ -12,7 +12,8 @@ cudaError_t add_bias(float* y, const float* bias, int64_t m, int64_t n, cudaStre
 // y[i] += x[i]
 cudaError_t add(float* y, const float* x, int64_t n, cudaStream_t stream);
 // out[i, j] = silu(gate_up[i, j]) * gate_up[i, n + j]
-cudaError_t swiglu(const float* gate_up, float* out, int64_t m, int64_t n, cudaStream_t stream);
+cudaError_t swiglu(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n,
+                   cudaStream_t stream);
 // x = gelu_erf(x)
 cudaError_t gelu(float* x, int64_t n, cudaStream_t stream);
 // y[i, :] *= sigmoid(logit[i])

@@ -62,6 +62,10 @@ class Backend {
   // Whether alloc() returns host memory the program may write directly (the CPU): loaders then read
   // weights straight into a fresh buffer instead of staging them and calling copy_to_device.
   virtual bool host_addressable() const { return false; }
+  // Whether the GEMMs can use weights of this dtype where they lie in host memory the backend did
+  // not allocate (a mapped checkpoint, io/mapped_file.hpp), as fast as in its own buffers: the CPU,
+  // except where its bf16 kernel keeps packed copies anyway (oneDNN).
+  virtual bool reads_host_weights_in_place(DType /*dtype*/) const { return false; }
   virtual void copy_to_device(void* dst, const void* host_src, std::size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;
@@ -118,8 +122,10 @@ class Backend {
                                 void* scratch) = 0;
 
   // --- activations and elementwise ------------------------------------------------------------
-  // out[i, j] = silu(gate_up[i, j]) * gate_up[i, n + j]; gate_up is [m, 2n].   r: gate_up  w: out
-  virtual void swiglu(const float* gate_up, float* out, int64_t m, int64_t n) = 0;
+  // out[i, j] = silu(gate[i * ld + j]) * up[i * ld + j]: rows of gate and up ld floats apart, so
+  // either one [m, 2n] buffer (gate = it, up = it + n, ld = 2n) or two [m, n] ones (ld = n).
+  // r: gate, up  w: out
+  virtual void swiglu(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n) = 0;
   // x = 0.5 x (1 + erf(x / sqrt 2)) in place.   rw: x
   virtual void gelu(float* x, int64_t n) = 0;
   // y[i, :] *= sigmoid(logit[i]).   r: logit  rw: y

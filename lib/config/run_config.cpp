@@ -36,6 +36,7 @@ const std::set<std::string> kKnownKeys = {
     "threads",
     "progress_seconds",
     "watchdog_seconds",
+    "mmap_weights",
     "on_nonfinite",
     "parallel",
     "parallel.tp",
@@ -195,6 +196,7 @@ RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& sour
   c.watchdog_seconds = scalar<double>(root, "watchdog_seconds", source, c.watchdog_seconds);
   MOE_CHECK(c.watchdog_seconds >= 0 && c.watchdog_seconds <= 1e7, "{}: 'watchdog_seconds' must be in [0, 1e7], got {}",
             source, c.watchdog_seconds);
+  c.mmap_weights = scalar<bool>(root, "mmap_weights", source, c.mmap_weights);
   const std::string nonfinite = scalar<std::string>(root, "on_nonfinite", source, "stop");
   MOE_CHECK(nonfinite == "stop" || nonfinite == "mark", "{}: 'on_nonfinite' is '{}' (valid: stop, mark)", source,
             nonfinite);

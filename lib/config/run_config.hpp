@@ -22,6 +22,7 @@ struct RunConfig {
   int64_t threads = 0;             // OpenMP threads per rank; 0 = OMP_NUM_THREADS or all cores
   double progress_seconds = 10.0;  // rank 0 prints progress at most this often; 0 = never
   double watchdog_seconds = 600;   // a rank that makes no progress this long ends the job; 0 = never
+  bool mmap_weights = false;       // CPU: use weights in place in the mapped checkpoint (io/mapped_file.hpp)
   NonFiniteAction on_nonfinite = NonFiniteAction::stop;
   struct {
     int64_t tp = 1;

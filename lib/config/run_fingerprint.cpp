@@ -13,7 +13,7 @@ namespace moe {
 namespace {
 
 const std::set<std::string> kKeysThatDoNotChangeResults = {
-    "model", "input", "output", "report", "progress_seconds", "watchdog_seconds"};
+    "model", "input", "output", "report", "progress_seconds", "watchdog_seconds", "mmap_weights"};
 
 void flatten(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& lines) {
   if (node.IsMap()) {

@@ -16,6 +16,7 @@
 
 #include "core/error.hpp"
 #include "io/box_extents.hpp"
+#include "io/mapped_file.hpp"
 
 namespace moe {
 
@@ -102,6 +103,33 @@ BoxScan scan_box(const Word* data, const std::vector<int64_t>& full, const std::
   return scan;
 }
 
+// Adds count words (flat indices base...) to a scan's sum, non-finite flag and largest magnitude.
+template <typename Word>
+inline void scan_words(const Word* words, int64_t count, uint64_t base, Word exponent, uint64_t& sum, int& bad,
+                       uint64_t& max_bits) {
+  const Word magnitude = static_cast<Word>(~(Word{1} << (8 * sizeof(Word) - 1)));
+  uint64_t s = 0;
+  int b = 0;
+  Word m = 0;
+  for (int64_t c = 0; c < count; ++c) {
+    b |= (words[c] & exponent) == exponent;
+    m = std::max<Word>(m, words[c] & magnitude);
+    s += element_hash(words[c], base + static_cast<uint64_t>(c));
+  }
+  sum += s;
+  bad |= b;
+  max_bits = std::max<uint64_t>(max_bits, m);
+}
+
+template <typename Word>
+BoxScan finish_scan(const Word* data, int64_t n, Word exponent, uint64_t sum, int bad, uint64_t max_bits) {
+  BoxScan scan{sum, -1, max_bits};
+  if (bad)
+    for (int64_t i = 0; i < n && scan.first_bad < 0; ++i)
+      if ((data[i] & exponent) == exponent) scan.first_bad = i;
+  return scan;
+}
+
 // Loading reads blocks of this size on the OpenMP threads and scans each one while it is in cache.
 constexpr uint64_t kLoadBlockBytes = uint64_t{8} << 20;
 
@@ -126,7 +154,6 @@ BoxScan read_and_scan(int fd, const BoxExtents& x, Word* dst, Word exponent, int
   uint64_t sum = 0, max_bits = 0;
   int bad = 0;
   std::atomic<int> first_error{0};
-  const Word magnitude = static_cast<Word>(~(Word{1} << (8 * sizeof(Word) - 1)));
   const auto count = static_cast<int64_t>(blocks.size());
 #pragma omp parallel for schedule(dynamic) reduction(+ : sum) reduction(| : bad) reduction(max : max_bits)
   for (int64_t i = 0; i < count; ++i) {
@@ -148,25 +175,28 @@ BoxScan read_and_scan(int fd, const BoxExtents& x, Word* dst, Word exponent, int
       offset += got;
     }
     if (left > 0) continue;
-    const auto base = static_cast<uint64_t>(x.first_element + block.first);
-    uint64_t s = 0;
-    int b = 0;
-    Word m = 0;
-    for (int64_t c = 0; c < block.count; ++c) {
-      b |= (words[c] & exponent) == exponent;
-      m = std::max<Word>(m, words[c] & magnitude);
-      s += element_hash(words[c], base + static_cast<uint64_t>(c));
-    }
-    sum += s;
-    bad |= b;
-    max_bits = std::max<uint64_t>(max_bits, m);
+    scan_words(words, block.count, static_cast<uint64_t>(x.first_element + block.first), exponent, sum, bad, max_bits);
   }
   err = first_error.load();
-  BoxScan scan{sum, -1, max_bits};
-  if (bad)
-    for (int64_t i = 0; i < at && scan.first_bad < 0; ++i)
-      if ((dst[i] & exponent) == exponent) scan.first_bad = i;
-  return scan;
+  return finish_scan(dst, at, exponent, sum, bad, max_bits);
+}
+
+// The same scan over a box that lies in place in a mapped file as one run of the dataset's flat
+// order starting at element first_element; blocks on the OpenMP threads, so the page faults
+// that map the file's cached pages are taken on every core.
+template <typename Word>
+BoxScan scan_in_place(const Word* data, int64_t n, int64_t first_element, Word exponent) {
+  constexpr auto block = static_cast<int64_t>(kLoadBlockBytes / sizeof(Word));
+  const int64_t blocks = (n + block - 1) / block;
+  uint64_t sum = 0, max_bits = 0;
+  int bad = 0;
+#pragma omp parallel for schedule(dynamic) reduction(+ : sum) reduction(| : bad) reduction(max : max_bits)
+  for (int64_t i = 0; i < blocks; ++i) {
+    const int64_t first = i * block;
+    scan_words(data + first, std::min(block, n - first), static_cast<uint64_t>(first_element + first), exponent, sum,
+               bad, max_bits);
+  }
+  return finish_scan(data, n, exponent, sum, bad, max_bits);
 }
 
 }  // namespace
@@ -256,21 +286,71 @@ DType CheckpointReader::read_into(const std::string& name, const std::vector<int
     file_.read<uint16_t>(name, offset, count, data);
     scan = scan_box(data, expected_shape, offset, count, uint16_t{0x7f80u});
   }
-  if (scan.first_bad >= 0) {
-    const double value = type == DType::f32 ? static_cast<const float*>(dst)[scan.first_bad]
-                                            : bf16_to_float(static_cast<const uint16_t*>(dst)[scan.first_bad]);
+  record_box(name, type, offset, count, scan.sum, scan.first_bad, scan.max_magnitude_bits, dst);
+  return type;
+}
+
+void CheckpointReader::record_box(const std::string& name, DType type, const std::vector<int64_t>& offset,
+                                  const std::vector<int64_t>& count, uint64_t sum, int64_t first_bad,
+                                  uint64_t max_magnitude_bits, const void* data) {
+  if (first_bad >= 0) {
+    const double value = type == DType::f32 ? static_cast<const float*>(data)[first_bad]
+                                            : bf16_to_float(static_cast<const uint16_t*>(data)[first_bad]);
     fail("{}: dataset '{}' holds a non-finite {}value ({}) at {}", path(), name, type == DType::bf16 ? "bf16 " : "",
-         value, index_text(scan.first_bad, offset, count));
+         value, index_text(first_bad, offset, count));
   }
-  reads_.push_back({name, offset, count, scan.sum});
-  const float max_abs = type == DType::f32 ? std::bit_cast<float>(static_cast<uint32_t>(scan.max_magnitude_bits))
-                                           : bf16_to_float(static_cast<uint16_t>(scan.max_magnitude_bits));
+  reads_.push_back({name, offset, count, sum});
+  const float max_abs = type == DType::f32 ? std::bit_cast<float>(static_cast<uint32_t>(max_magnitude_bits))
+                                           : bf16_to_float(static_cast<uint16_t>(max_magnitude_bits));
   if (max_abs > kLargestPlausibleWeight)
     warnings_.push_back(
         fmt::format("{}: dataset '{}' holds a weight of magnitude {:.3g} (above {:.0e}): activations "
                     "may overflow float32",
                     path(), name, max_abs, kLargestPlausibleWeight));
-  return type;
+}
+
+void CheckpointReader::set_map_weights(bool on) {
+  map_weights_ = on;
+}
+
+const std::byte* CheckpointReader::find_in_place(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                                 const std::vector<int64_t>& offset,
+                                                 const std::vector<int64_t>& count) {
+  if (!map_weights_) return nullptr;
+  if (!mapping_tried_) {
+    mapping_tried_ = true;
+    mapping_ = MappedFile::open(path());
+  }
+  if (!mapping_ || file_.info(name).shape != expected_shape) return nullptr;
+  const std::size_t element = dtype_size(dtype(name));
+  const std::optional<BoxExtents> x = box_extents(file_, name, expected_shape, offset, count, element);
+  if (!x || x->runs.size() != 1) return nullptr;
+  const ByteRun& run = x->runs.front();
+  // An element aligned to its size (HDF5 places data at multiples of 8), inside the file as it is now.
+  if (run.file_offset % element != 0 || run.file_offset + run.bytes > mapping_->size()) return nullptr;
+  return mapping_->data() + run.file_offset;
+}
+
+bool CheckpointReader::can_map(const std::string& name, const std::vector<int64_t>& expected_shape,
+                               const std::vector<int64_t>& offset, const std::vector<int64_t>& count) {
+  return find_in_place(name, expected_shape, offset, count) != nullptr;
+}
+
+const void* CheckpointReader::map_box(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                      const std::vector<int64_t>& offset, const std::vector<int64_t>& count) {
+  const std::byte* at = find_in_place(name, expected_shape, offset, count);
+  if (at == nullptr) return nullptr;
+  const DType type = dtype(name);
+  const int64_t n = product(count);
+  const std::size_t bytes = static_cast<std::size_t>(n) * dtype_size(type);
+  mapping_->will_need(static_cast<std::size_t>(at - mapping_->data()), bytes);
+  const std::optional<BoxExtents> x = box_extents(file_, name, expected_shape, offset, count, dtype_size(type));
+  const BoxScan scan =
+      type == DType::f32
+          ? scan_in_place(reinterpret_cast<const uint32_t*>(at), n, x->first_element, uint32_t{0x7f800000u})
+          : scan_in_place(reinterpret_cast<const uint16_t*>(at), n, x->first_element, uint16_t{0x7f80u});
+  record_box(name, type, offset, count, scan.sum, scan.first_bad, scan.max_magnitude_bits, at);
+  return at;
 }
 
 std::string CheckpointReader::model_checksum(MPI_Comm comm) const {

@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "core/checksum.hpp"
 #include "core/dtype.hpp"
 #include "io/h5.hpp"
+#include "io/mapped_file.hpp"
 
 namespace moe {
 
@@ -51,6 +53,19 @@ class CheckpointReader {
   DType read_into(const std::string& name, const std::vector<int64_t>& expected_shape,
                   const std::vector<int64_t>& offset, const std::vector<int64_t>& count, void* dst,
                   std::size_t dst_bytes);
+  // Weights in place (io/mapped_file.hpp), off unless asked: with it on, map_box() gives boxes
+  // that lie in the file as one aligned run of bytes straight from the mapped file.
+  void set_map_weights(bool on);
+  bool map_weights() const { return map_weights_; }
+  // Whether map_box() would give this box in place (no checks, no checksum: nothing recorded).
+  bool can_map(const std::string& name, const std::vector<int64_t>& expected_shape, const std::vector<int64_t>& offset,
+               const std::vector<int64_t>& count);
+  // The box in place in the mapped file, after the same checks and checksum as read_into() over
+  // its mapped bytes; nullptr (nothing done) where can_map() is false. Valid while mapping() is held.
+  const void* map_box(const std::string& name, const std::vector<int64_t>& expected_shape,
+                      const std::vector<int64_t>& offset, const std::vector<int64_t>& count);
+  // The mapping map_box() points into (held by whoever keeps such pointers).
+  std::shared_ptr<const MappedFile> mapping() const { return mapping_; }
   // A weight dataset's element type (f32 or bf16; anything else is refused naming the dataset).
   DType dtype(const std::string& name) const;
   // The model's identity for results and --resume, collective over comm (every rank that read
@@ -78,11 +93,20 @@ class CheckpointReader {
   ModelConfig config_;
   // A second descriptor of the file for reads that bypass HDF5 (io/box_extents.hpp).
   int raw_fd();
+  const std::byte* find_in_place(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                 const std::vector<int64_t>& offset, const std::vector<int64_t>& count);
+  // A box's scan: a non-finite value fails, the sum joins the checksum, a huge value warns.
+  void record_box(const std::string& name, DType type, const std::vector<int64_t>& offset,
+                  const std::vector<int64_t>& count, uint64_t sum, int64_t first_bad, uint64_t max_magnitude_bits,
+                  const void* data);
 
   std::vector<BoxSum> reads_;
   std::vector<std::string> warnings_;
   int raw_fd_ = -1;
   bool raw_fd_tried_ = false;
+  bool map_weights_ = false;
+  bool mapping_tried_ = false;
+  std::shared_ptr<const MappedFile> mapping_;
 };
 
 // Writes a checkpoint tensor by tensor (moe-synth, converters): memory stays one tensor.

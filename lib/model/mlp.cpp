@@ -4,7 +4,7 @@ namespace moe {
 
 void mlp_activation(Backend& backend, ActivationKind kind, float* in, float* act, int64_t m, int64_t ffn) {
   if (kind == ActivationKind::swiglu) {
-    backend.swiglu(in, act, m, ffn);
+    backend.swiglu(in, in + ffn, 2 * ffn, act, m, ffn);
   } else {
     backend.gelu(in, m * ffn);
     if (act != in) backend.copy(act, in, sizeof(float) * static_cast<std::size_t>(m * ffn));

@@ -10,6 +10,13 @@ namespace {
 namespace expert_slot {
 enum : std::size_t { in = 0, act, out };
 }
+
+// The rows of a weight matrix from row `first` on (a fused expert's up rows, after its gate rows).
+WeightView rows_after(WeightView w, int64_t first) {
+  w.data = static_cast<const std::byte*>(w.data) + static_cast<std::size_t>(first * w.stride) * dtype_size(w.dtype);
+  w.rows -= first;
+  return w;
+}
 }  // namespace
 
 MoeLayer::MoeLayer(int64_t layer, int64_t num_experts, GatingPolicy gating, Dispatcher& dispatcher,
@@ -97,12 +104,14 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
 
 float* MoeLayer::compute_experts(Step& step) {
   const ModelConfig& c = step.config;
+  const bool swiglu = c.activation == ActivationKind::swiglu;
   const int64_t d = c.hidden_size;
   const int64_t num_rows = handle_.num_rows();
   const std::vector<int64_t>& offsets = handle_.local_offsets;
   const auto local = static_cast<int64_t>(handle_.local_experts.size());
   const auto idle = [&](int64_t x) { return offsets[2 * x + 2] == offsets[2 * x]; };  // not leased
   in_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
+  up_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
   out_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
   ffn_.assign(static_cast<std::size_t>(local), 0);
   int64_t widest = 0;
@@ -126,9 +135,15 @@ float* MoeLayer::compute_experts(Step& step) {
       if (static_cast<int64_t>(leases_.size()) == capacity) break;
       ExpertLease& lease = leases_.emplace_back(experts_.lease(layer_, handle_.local_experts[end]));
       // Two GEMM groups per expert, its routed rows and its padding, with the same weights.
-      in_views_[2 * end] = in_views_[2 * end + 1] = lease.weights().in;
-      out_views_[2 * end] = out_views_[2 * end + 1] = lease.weights().out;
-      ffn_[end] = lease.weights().ffn();
+      const ExpertWeights& w = lease.weights();
+      in_views_[2 * end] = in_views_[2 * end + 1] = w.in;
+      out_views_[2 * end] = out_views_[2 * end + 1] = w.out;
+      ffn_[end] = w.ffn();
+      if (swiglu) {  // gate and up as two GEMMs, wherever they lie: the same bits mapped or copied
+        const WeightView up = w.split_gate_up() ? w.up : rows_after(w.in, w.ffn());
+        in_views_[2 * end].rows = in_views_[2 * end + 1].rows = w.ffn();
+        up_views_[2 * end] = up_views_[2 * end + 1] = up;
+      }
     }
     compute_runs(step, chunk, end, in, act, out);
     chunk = end;
@@ -143,7 +158,10 @@ void MoeLayer::compute_runs(Step& step, int64_t begin, int64_t end, float* in, f
   const int64_t d = c.hidden_size;
   const std::vector<int64_t>& offsets = handle_.local_offsets;
   // Experts of one FFN width are consecutive (placement.hpp's compute order); idle experts join
-  // any run. Each run is one grouped GEMM in, the activation, one grouped GEMM out.
+  // any run. Each run is one grouped GEMM in (swiglu: two, gate and up, since experts used in
+  // place in a mapped checkpoint have them in two datasets; as fast, 0-1% at Mixtral's shapes),
+  // the activation, one grouped GEMM out.
+  const bool swiglu = c.activation == ActivationKind::swiglu;
   for (int64_t first = begin; first < end;) {
     int64_t width = 0, run_end = first;
     for (; run_end < end; ++run_end) {
@@ -155,12 +173,20 @@ void MoeLayer::compute_runs(Step& step, int64_t begin, int64_t end, float* in, f
     const int64_t r0 = offsets[g0], rows = offsets[g0 + groups] - r0;
     if (rows > 0) {
       float* run_in = in + r0 * c.mlp_in_rows(width);
-      float* run_act = c.activation == ActivationKind::swiglu ? act + r0 * width : run_in;
+      float* run_act = swiglu ? act + r0 * width : run_in;
       // grouped_linear addresses group g at offsets[g] * (its row width): offsets relative to the run.
       run_offsets_.resize(static_cast<std::size_t>(groups + 1));
       for (int64_t g = 0; g <= groups; ++g) run_offsets_[g] = offsets[g0 + g] - r0;
-      be.grouped_linear(handle_.expert_rows + r0 * d, run_offsets_.data(), groups, in_views_.data() + g0, run_in);
-      mlp_activation(be, c.activation, run_in, run_act, rows, width);
+      const float* x = handle_.expert_rows + r0 * d;
+      if (swiglu) {  // gate rows [rows, F] then up rows [rows, F] in run_in
+        float* up = run_in + rows * width;
+        be.grouped_linear(x, run_offsets_.data(), groups, in_views_.data() + g0, run_in);
+        be.grouped_linear(x, run_offsets_.data(), groups, up_views_.data() + g0, up);
+        be.swiglu(run_in, up, width, run_act, rows, width);
+      } else {
+        be.grouped_linear(x, run_offsets_.data(), groups, in_views_.data() + g0, run_in);
+        mlp_activation(be, c.activation, run_in, run_act, rows, width);
+      }
       be.grouped_linear(run_act, run_offsets_.data(), groups, out_views_.data() + g0, out + r0 * d);
     }
     first = run_end;

@@ -68,6 +68,15 @@ Matrix load_matrix(CheckpointReader& ckpt, Backend& backend, const std::vector<B
     rows += b.count[0];
   }
   Matrix m;
+  // One box that lies in place in a mapped checkpoint: used there, no copy (io/mapped_file.hpp).
+  if (parts.size() == 1 && ckpt.map_weights() && backend.reads_host_weights_in_place(type)) {
+    const Box& b = parts.front();
+    if (const void* at = ckpt.map_box(b.name, b.shape, b.offset, b.count)) {
+      m.mapped = ckpt.mapping();
+      m.view = {at, type, rows, cols, cols};
+      return m;
+    }
+  }
   const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(type);
   m.buffer = backend.alloc(static_cast<std::size_t>(rows) * row_bytes);
   std::size_t at = 0;
@@ -178,6 +187,16 @@ ModelWeights load_weights(CheckpointReader& ckpt, Backend& backend, const Tensor
     w.lm_head = load_matrix(ckpt, backend, {rows_of("lm_head", {c.vocab_size, d}, v0, v1)}, "lm_head");
   }
   w.bytes = backend.bytes_in_use() - before;
+  std::vector<const Matrix*> all{&w.embed_tokens, &w.embed_positions, &w.lm_head};
+  for (const LayerWeights& l : w.layers) {
+    for (const Matrix* m : {&l.qkv, &l.o_proj, &l.router, &l.shared_gate}) all.push_back(m);
+    for (const std::optional<MlpWeights>* mlp : {&l.dense, &l.shared})
+      if (*mlp) all.insert(all.end(), {&(*mlp)->in, &(*mlp)->out});
+  }
+  for (const Matrix* m : all)
+    if (m->mapped)
+      w.mapped_bytes += static_cast<std::size_t>(m->view.rows * m->view.cols) * dtype_size(m->view.dtype);
+  w.bytes += w.mapped_bytes;
   return w;
 }
 

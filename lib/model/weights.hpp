@@ -15,6 +15,8 @@ namespace moe {
 struct Matrix {
   DeviceBuffer buffer;
   WeightView view;
+  // Set when view points into the mapped checkpoint instead of buffer (io/mapped_file.hpp).
+  std::shared_ptr<const MappedFile> mapped;
 };
 
 struct Norm {
@@ -49,7 +51,8 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   Norm final_norm;
   Matrix lm_head;         // [V, d]; a view of embed_tokens when tied (its buffer is then empty)
-  std::size_t bytes = 0;  // backend bytes held
+  std::size_t bytes = 0;         // weight bytes this rank uses: in backend memory or mapped
+  std::size_t mapped_bytes = 0;  // of which in place in the mapped checkpoint (page cache)
   // This tp rank's slice of the heads and of the vocabulary (embedding and LM head rows).
   int64_t heads = 0;
   int64_t kv_heads = 0;

@@ -50,23 +50,41 @@ ResidentExpertStore::ResidentExpertStore(CheckpointReader& ckpt, Backend& backen
               p);
     MOE_CHECK(!swiglu || ckpt.dtype(p + "gate_proj") == layer.dtype, "{}: {}gate_proj and up_proj differ in dtype",
               ckpt.path(), p);
-    // One buffer for the local experts' input weights (fused per expert: its gate rows, then its
-    // up rows, so that one GEMM makes both) and one for their output weights, each expert's boxes
-    // read straight into place (io/checkpoint_upload.hpp).
+    // Experts whose three boxes lie in place in the mapped checkpoint are used there. The rest get
+    // one buffer for their input weights (fused per expert: its gate rows, then its up rows, so
+    // that one GEMM makes both) and one for their output weights, each expert's boxes read
+    // straight into place (io/checkpoint_upload.hpp).
+    const bool try_map = ckpt.map_weights() && backend.reads_host_weights_in_place(layer.dtype);
     const std::size_t element = dtype_size(layer.dtype);
     std::size_t in_total = 0, out_total = 0;
     for (const LocalExpert& x : local) {
-      const auto block = static_cast<std::size_t>(x.ffn() * d) * element;
+      const int64_t f0 = x.ffn_begin, f = x.ffn();
+      const std::vector<int64_t> in_shape{e, full, d}, in_at{x.expert, f0, 0}, in_box{1, f, d};
+      const std::vector<int64_t> out_shape{e, d, full}, out_at{x.expert, 0, f0}, out_box{1, d, f};
       layer.local_of[static_cast<std::size_t>(x.expert)] = static_cast<int64_t>(layer.experts.size());
-      layer.experts.push_back({x.ffn(), in_total, out_total});
+      Local& at = layer.experts.emplace_back(Local{x.ffn(), in_total, out_total});
+      if (try_map && (!swiglu || ckpt.can_map(p + "gate_proj", in_shape, in_at, in_box)) &&
+          ckpt.can_map(p + "up_proj", in_shape, in_at, in_box) &&
+          ckpt.can_map(p + "down_proj", out_shape, out_at, out_box)) {
+        if (swiglu) at.gate_at = ckpt.map_box(p + "gate_proj", in_shape, in_at, in_box);
+        at.up_at = ckpt.map_box(p + "up_proj", in_shape, in_at, in_box);
+        at.down_at = ckpt.map_box(p + "down_proj", out_shape, out_at, out_box);
+        mapped_ = ckpt.mapping();
+        mapped_bytes_ += (swiglu ? 3 : 2) * static_cast<std::size_t>(f * d) * element;
+        continue;
+      }
+      const auto block = static_cast<std::size_t>(f * d) * element;
       in_total += (swiglu ? 2 : 1) * block;
       out_total += block;
     }
-    layer.in = backend.alloc(in_total);
-    layer.out = backend.alloc(out_total);
+    if (in_total > 0) {
+      layer.in = backend.alloc(in_total);
+      layer.out = backend.alloc(out_total);
+    }
     for (std::size_t n = 0; n < local.size(); ++n) {
       const LocalExpert& x = local[n];
       const Local& at = layer.experts[n];
+      if (at.up_at != nullptr) continue;
       const int64_t f0 = x.ffn_begin, f = x.ffn();
       const auto block = static_cast<std::size_t>(f * d) * element;
       std::byte* in = layer.in.as<std::byte>() + at.in;
@@ -97,6 +115,16 @@ ExpertLease ResidentExpertStore::lease(int64_t layer_id, int64_t expert) {
   const Local& x = layer.experts[static_cast<std::size_t>(layer.local_of[static_cast<std::size_t>(expert)])];
   const int64_t in_rows = activation_ == ActivationKind::swiglu ? 2 * x.ffn : x.ffn;
   ExpertWeights w;
+  if (x.up_at != nullptr) {
+    if (activation_ == ActivationKind::swiglu) {
+      w.in = {x.gate_at, layer.dtype, x.ffn, hidden_, hidden_};
+      w.up = {x.up_at, layer.dtype, x.ffn, hidden_, hidden_};
+    } else {
+      w.in = {x.up_at, layer.dtype, x.ffn, hidden_, hidden_};
+    }
+    w.out = {x.down_at, layer.dtype, hidden_, x.ffn, x.ffn};
+    return make_lease(layer_id, expert, w);
+  }
   w.in = {layer.in.as<std::byte>() + x.in, layer.dtype, in_rows, hidden_, hidden_};
   w.out = {layer.out.as<std::byte>() + x.out, layer.dtype, hidden_, x.ffn, x.ffn};
   return make_lease(layer_id, expert, w);

@@ -16,11 +16,15 @@
 namespace moe {
 
 // One expert's MLP: in [mlp_in_rows(F), d] (gate rows then up rows for swiglu), out [d, F], with F
-// the FFN columns this rank holds (expert_ffn, or its slice).
+// the FFN columns this rank holds (expert_ffn, or its slice). A swiglu expert used in place in a
+// mapped checkpoint (io/mapped_file.hpp) has its gate and up rows in two datasets: then `in`
+// holds only the gate rows [F, d] and `up` the up rows [F, d] (up.data is null otherwise).
 struct ExpertWeights {
   WeightView in;
+  WeightView up;
   WeightView out;
   int64_t ffn() const { return out.cols; }
+  bool split_gate_up() const { return up.data != nullptr; }
 };
 
 // One MoE layer's bounded cache on this rank (zeros where the rank holds none of its experts).
@@ -68,7 +72,10 @@ class ExpertStore {
   virtual ExpertLease lease(int64_t layer, int64_t expert) = 0;
   // The local experts of `layer` that the next leases will ask for (compute order). Default: nothing.
   virtual void prefetch(int64_t /*layer*/, const std::vector<int64_t>& /*experts*/) {}
+  // Expert weight bytes held: in backend memory or in place in the mapped checkpoint.
   virtual std::size_t resident_bytes() const = 0;
+  // Of which in place in the mapped checkpoint (the page cache, shared by the ranks of a node).
+  virtual std::size_t mapped_bytes() const { return 0; }
   // FFN columns this rank holds of `expert` (sizes the GEMM buffers before any lease).
   virtual int64_t expert_ffn(int64_t layer, int64_t expert) const = 0;
   // How many experts of `layer` may be leased at once (a bounded cache: its slots).
@@ -96,12 +103,16 @@ class ExpertStore {
 };
 
 // Reads the local experts of every MoE layer (placement.local_experts(layer, rank)) into backend
-// memory at start-up, packed per layer in compute order, each with only its FFN columns.
+// memory at start-up, packed per layer in compute order, each with only its FFN columns; or, with
+// the checkpoint mapped (CheckpointReader::map_weights) and a backend that reads host weights in
+// place, uses every expert whose boxes lie in place there (whole experts: expert slicing's column
+// slices of down_proj do not) without a copy.
 class ResidentExpertStore final : public ExpertStore {
  public:
   ResidentExpertStore(CheckpointReader& ckpt, Backend& backend, const ExpertPlacement& placement, int rank);
   ExpertLease lease(int64_t layer, int64_t expert) override;
-  std::size_t resident_bytes() const override { return bytes_; }
+  std::size_t resident_bytes() const override { return bytes_ + mapped_bytes_; }
+  std::size_t mapped_bytes() const override { return mapped_bytes_; }
   int64_t expert_ffn(int64_t layer, int64_t expert) const override;
 
  private:
@@ -109,6 +120,10 @@ class ResidentExpertStore final : public ExpertStore {
     int64_t ffn = 0;     // F: columns held
     std::size_t in = 0;  // byte offsets of its blocks in the layer's buffers
     std::size_t out = 0;
+    // In place in the mapped checkpoint instead (gate null for gelu); null when copied.
+    const void* gate_at = nullptr;
+    const void* up_at = nullptr;
+    const void* down_at = nullptr;
   };
   struct Layer {
     std::vector<int64_t> local_of;  // [E] index into experts, -1 if not held
@@ -121,6 +136,8 @@ class ResidentExpertStore final : public ExpertStore {
   int64_t hidden_ = 0;
   ActivationKind activation_ = ActivationKind::swiglu;
   std::size_t bytes_ = 0;
+  std::size_t mapped_bytes_ = 0;
+  std::shared_ptr<const MappedFile> mapped_;  // held while views point into it
 };
 
 }  // namespace moe

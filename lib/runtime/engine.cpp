@@ -159,6 +159,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   const int local_rank = config.backend == "cpu" ? -1 : node_local_rank(world_comm);
   agree(world_comm, [&] {
     ckpt = std::make_unique<CheckpointReader>(config.model, world_comm);
+    ckpt->set_map_weights(config.mmap_weights);
     tokens = std::make_unique<TokenDataset>(config.input, world_comm);
     MOE_CHECK(tokens->num_seqs() > 0, "{}: holds no sequences (N = 0): nothing to score", config.input);
     MOE_CHECK(tokens->total_tokens() > 0, "{}: its sequences hold no tokens (S = 0): nothing to score", config.input);

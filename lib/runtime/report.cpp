@@ -118,6 +118,9 @@ nlohmann::json make_report(const ReportInputs& in) {
       {"weight_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.transformer.weights().bytes))},
       {"expert_bytes_max_over_ranks", max_over_ranks(world, static_cast<double>(in.experts.resident_bytes()))},
       {"expert_bytes_per_rank", gather(world, static_cast<double>(in.experts.resident_bytes()))},
+      // Of the weight and expert bytes, those used in place in the mapped checkpoint (mmap_weights).
+      {"mapped_weight_bytes_max_over_ranks",
+       max_over_ranks(world, static_cast<double>(in.transformer.weights().mapped_bytes + in.experts.mapped_bytes()))},
       {"workspace_bytes", in.transformer.workspace().bytes()},
       {"workspace_growths_in_batch_loop", in.workspace_growths_in_loop}};
 

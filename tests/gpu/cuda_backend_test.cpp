@@ -395,9 +395,13 @@ TEST_F(CudaBackendTest, Swiglu) {
   std::vector<float> out(m * n);
   DeviceArray<float> gu_dev(*gpu_, gate_up);
   DeviceArray<float> out_dev(*gpu_, out);
-  cpu_.swiglu(gate_up.data(), out.data(), m, n);
-  gpu_->swiglu(gu_dev.get(), out_dev.get(), m, n);
-  expect_close(out, out_dev.to_host(), 1e-6, 1e-5, "swiglu");
+  cpu_.swiglu(gate_up.data(), gate_up.data() + n, 2 * n, out.data(), m, n);
+  gpu_->swiglu(gu_dev.get(), gu_dev.get() + n, 2 * n, out_dev.get(), m, n);
+  expect_close(out, out_dev.to_host(), 1e-6, 1e-5, "swiglu, one [m, 2n] buffer");
+  // Gate and up in separate [m, n] halves (experts used in place in a mapped checkpoint).
+  cpu_.swiglu(gate_up.data(), gate_up.data() + m * n, n, out.data(), m, n);
+  gpu_->swiglu(gu_dev.get(), gu_dev.get() + m * n, n, out_dev.get(), m, n);
+  expect_close(out, out_dev.to_host(), 1e-6, 1e-5, "swiglu, separate gate and up");
 }
 
 TEST_F(CudaBackendTest, Gelu) {

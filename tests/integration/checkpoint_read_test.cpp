@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -15,6 +16,7 @@
 #include "core/error.hpp"
 #include "io/box_extents.hpp"
 #include "io/checkpoint.hpp"
+#include "support/h5_edit.hpp"
 #include "support/process.hpp"
 
 namespace moe::test {
@@ -130,6 +132,78 @@ TEST_P(CheckpointRead, ExpertAndRowBoxesArePlainRuns) {
     ++checked;
   }
   EXPECT_GT(checked, 0) << "mixtral-tiny should have expert tensors of 3 or more experts";
+}
+
+// mmap_weights: a box that lies in the file as one run (a whole dataset, rows of one, whole
+// experts) is used in place in the mapped file, with the bytes, checks and checksum of a read;
+// other boxes (column slices) are not mappable and nothing is recorded for them; mapping is off
+// unless asked.
+TEST_P(CheckpointRead, MappedBoxesEqualReadsInBytesAndChecksum) {
+  SCOPED_TRACE("moe-synth seed " + seed_);
+  CheckpointReader mapped(model_, MPI_COMM_SELF), read(model_, MPI_COMM_SELF);
+  const std::vector<std::string> names = mapped.file().dataset_names();
+  ASSERT_FALSE(names.empty());
+  EXPECT_FALSE(mapped.can_map(names.front(), mapped.file().info(names.front()).shape, {}, {}))
+      << "mapping must be off by default";
+  mapped.set_map_weights(true);
+  int whole = 0, experts = 0, slices = 0;
+  for (const std::string& name : names) {
+    const h5::DatasetInfo info = mapped.file().info(name);
+    if (info.shape.size() < 1 || info.shape.size() > 3) continue;
+    SCOPED_TRACE(name);
+    const std::vector<int64_t>& shape = info.shape;
+    const std::vector<int64_t> zero(shape.size(), 0);
+    // The whole dataset, or one expert of an expert tensor: one run, mapped in place.
+    std::vector<int64_t> offset = zero, count = shape;
+    if (shape.size() == 3) {
+      offset[0] = shape[0] - 1;
+      count[0] = 1;
+    }
+    ASSERT_TRUE(mapped.can_map(name, shape, offset, count));
+    const auto* at = static_cast<const std::byte*>(mapped.map_box(name, shape, offset, count));
+    ASSERT_NE(at, nullptr);
+    const std::vector<std::byte> bytes = read_box(read, name, shape, offset, count);
+    EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), at)) << "mapped bytes differ from the read ones";
+    ++(shape.size() == 3 ? experts : whole);
+    // The rest of an expert tensor, read (mixing both paths in one checksum); a column slice of
+    // a matrix: not one run, so not mappable, and read instead.
+    if (shape.size() == 3) {
+      const std::vector<int64_t> rest_count = {shape[0] - 1, shape[1], shape[2]};
+      EXPECT_FALSE(read_box(mapped, name, shape, zero, rest_count).empty());
+      EXPECT_FALSE(read_box(read, name, shape, zero, rest_count).empty());
+    } else if (shape.size() == 2 && shape[1] > 1 && shape[0] > 1) {
+      const std::vector<int64_t> cols = {shape[0], shape[1] / 2};
+      EXPECT_FALSE(mapped.can_map(name, shape, {0, 0}, cols));
+      EXPECT_EQ(mapped.map_box(name, shape, {0, 0}, cols), nullptr);
+      ++slices;
+    }
+  }
+  EXPECT_GT(whole, 0);
+  EXPECT_GT(experts, 0);
+  EXPECT_GT(slices, 0);
+  EXPECT_EQ(mapped.model_checksum(MPI_COMM_SELF), read.model_checksum(MPI_COMM_SELF));
+}
+
+// A non-finite weight in a mapped box stops the load as a read does, naming dataset and place.
+TEST_P(CheckpointRead, NonFiniteWeightInAMappedBoxIsRefused) {
+  SCOPED_TRACE("moe-synth seed " + seed_);
+  const std::string name = "layers/0/attn/o_proj";
+  std::vector<int64_t> shape;
+  {
+    CheckpointReader probe(model_, MPI_COMM_SELF);
+    shape = probe.file().info(name).shape;
+  }
+  h5_set_f32(model_, name, {1, 2}, std::numeric_limits<float>::infinity());
+  CheckpointReader ckpt(model_, MPI_COMM_SELF);
+  ckpt.set_map_weights(true);
+  ASSERT_TRUE(ckpt.can_map(name, shape, {0, 0}, shape));
+  try {
+    ckpt.map_box(name, shape, {0, 0}, shape);
+    FAIL() << "an inf weight was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset '" + name + "' holds a non-finite"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[1, 2]"), std::string::npos) << e.what();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CheckpointRead, testing::Values("f32", "bf16"));

@@ -190,3 +190,62 @@ TEST(ExpertStoreLayouts, ContiguousReadsAndCompressedIsRefused) {
 
 }  // namespace
 }  // namespace moe::test
+
+namespace moe::test {
+namespace {
+
+// mmap_weights: true uses weights in place in the mapped checkpoint (whole experts and whole
+// matrices; tp's column slices and expert slicing's down_proj slices are still read). The
+// results are the bits of mmap_weights: false in every layout (swiglu experts compute gate and
+// up as two GEMMs either way), for swiglu (Mixtral, f32 and bf16) and gelu (PR-MoE); the report
+// counts the mapped bytes, the model checksum is the same.
+struct MappedCase {
+  std::string name, spec, synth_args, keys;
+  int ranks;
+};
+
+class MappedWeights : public testing::TestWithParam<MappedCase> {};
+
+TEST_P(MappedWeights, GiveTheBitsOfReadWeights) {
+  const MappedCase& p = GetParam();
+  ScratchDir dir("mapped-weights-" + p.name);
+  const std::string seed = std::to_string(testing::UnitTest::GetInstance()->random_seed() + ::getpid() % 1000);
+  SCOPED_TRACE("seed " + seed);
+  const std::string model = dir.file("model.h5"), tokens = dir.file("tokens.h5");
+  const auto m = run_command(program("moe-synth") + " model " + input_file("models/" + p.spec + "-tiny.yaml") + " " +
+                             model + " " + p.synth_args + " --seed " + seed);
+  ASSERT_EQ(m.exit_code, 0) << m.output;
+  const auto t = run_command(program("moe-synth") + " tokens " + tokens +
+                             " --vocab 512 --num-seqs 12 --min-len 4 --max-len 24 --seed " + seed);
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const auto score = [&](const std::string& tag, bool map) {
+    const std::string extra = "batch_size: 3\nreport: " + dir.file(tag + ".json") +
+                              "\nmmap_weights: " + (map ? "true" : "false") + "\n" + p.keys;
+    const auto r = run_command("timeout 120 " + mpirun(p.ranks) + program("moe-score") + " " +
+                               write_run_file(dir, model, tokens, dir.file(tag + ".h5"), extra));
+    EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
+    return read_report(dir.file(tag + ".json"));
+  };
+  const nlohmann::json read = score("read", false), mapped = score("mapped", true);
+  expect_same_bits(dir.file("read.h5"), dir.file("mapped.h5"), "mmap_weights true against false");
+  EXPECT_EQ(read_string_attribute(dir.file("read.h5"), "model_checksum"),
+            read_string_attribute(dir.file("mapped.h5"), "model_checksum"));
+  EXPECT_EQ(read["memory"]["mapped_weight_bytes_max_over_ranks"].get<double>(), 0.0);
+  EXPECT_GT(mapped["memory"]["mapped_weight_bytes_max_over_ranks"].get<double>(), 0.0);
+  // The same weights in use either way: mapped or in backend memory.
+  EXPECT_EQ(read["memory"]["weight_bytes_max_over_ranks"], mapped["memory"]["weight_bytes_max_over_ranks"]);
+  EXPECT_EQ(read["memory"]["expert_bytes_per_rank"], mapped["memory"]["expert_bytes_per_rank"]);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, MappedWeights,
+    testing::Values(MappedCase{"mixtral_1", "mixtral", "", "", 1},
+                    MappedCase{"mixtral_ep4", "mixtral", "--set num_experts=8", "", 4},
+                    MappedCase{"mixtral_tp2", "mixtral", "", "parallel:\n  tp: 2\n", 2},
+                    // 2 experts on 4 ranks: each expert sliced over two (down_proj read, not mapped).
+                    MappedCase{"mixtral_bf16_sliced", "mixtral", "--dtype bf16 --set num_experts=2", "", 4},
+                    MappedCase{"prmoe_2", "prmoe", "", "", 2}),
+    [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace moe::test

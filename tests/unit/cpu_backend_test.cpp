@@ -691,7 +691,7 @@ TEST_F(CpuBackendTest, SwigluGateFirstThenUp) {
   const auto gate_up = random(static_cast<std::size_t>(m * 2 * n), -4.0f, 4.0f);
   DeviceBuffer dgu = upload(gate_up);
   DeviceBuffer dout = upload(std::vector<float>(static_cast<std::size_t>(m * n), kNaN));
-  backend_.swiglu(dgu.as<float>(), dout.as<float>(), m, n);
+  backend_.swiglu(dgu.as<float>(), dgu.as<float>() + n, 2 * n, dout.as<float>(), m, n);
   Vec want(static_cast<std::size_t>(m * n));
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
@@ -699,6 +699,19 @@ TEST_F(CpuBackendTest, SwigluGateFirstThenUp) {
     }
   }
   expect_close(download<float>(dout, want.size()), want, kRtol, 1e-6, "swiglu");
+}
+
+TEST_F(CpuBackendTest, SwigluGateAndUpInSeparateBuffers) {
+  SCOPED_TRACE(seed_trace());
+  const int64_t m = 23, n = 41;
+  const auto gate = random(static_cast<std::size_t>(m * n), -4.0f, 4.0f);
+  const auto up = random(static_cast<std::size_t>(m * n), -4.0f, 4.0f);
+  DeviceBuffer dgate = upload(gate), dup = upload(up);
+  DeviceBuffer dout = upload(std::vector<float>(static_cast<std::size_t>(m * n), kNaN));
+  backend_.swiglu(dgate.as<float>(), dup.as<float>(), n, dout.as<float>(), m, n);
+  Vec want(static_cast<std::size_t>(m * n));
+  for (int64_t i = 0; i < m * n; ++i) want[i] = ref::silu(gate[i]) * static_cast<double>(up[i]);
+  expect_close(download<float>(dout, want.size()), want, kRtol, 1e-6, "swiglu, separate gate and up");
 }
 
 TEST_F(CpuBackendTest, GeluErfInPlace) {

@@ -137,6 +137,10 @@ void CpuBackend::linear(const float* x, int64_t m, const WeightView& w, float* y
     cpu::gemm_bf16(x, m, w, y, beta, owns(w.data));
 }
 
+bool CpuBackend::reads_host_weights_in_place(DType dtype) const {
+  return dtype == DType::f32 || !cpu::bf16_gemm_packs_weights();
+}
+
 void CpuBackend::grouped_linear(const float* x, const int64_t* offsets, int64_t num_groups, const WeightView* weights,
                                 float* y) {
   const int threads = omp_get_max_threads();
@@ -352,11 +356,11 @@ void CpuBackend::causal_attention(const float* q, const float* k, const float* v
   }
 }
 
-void CpuBackend::swiglu(const float* gate_up, float* out, int64_t m, int64_t n) {
+void CpuBackend::swiglu(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
-    const float* g = gate_up + i * 2 * n;
-    const float* u = g + n;
+    const float* g = gate + i * ld;
+    const float* u = up + i * ld;
     float* o = out + i * n;
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) o[j] = kernels::silu(g[j]) * u[j];

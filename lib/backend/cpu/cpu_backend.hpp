@@ -12,6 +12,7 @@ class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   bool host_addressable() const override { return true; }
+  bool reads_host_weights_in_place(DType dtype) const override;
   void copy_to_device(void* dst, const void* host_src, std::size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, std::size_t bytes) override;
   void copy(void* dst, const void* src, std::size_t bytes) override;
@@ -34,7 +35,7 @@ class CpuBackend final : public Backend {
   void causal_attention(const float* q, const float* k, const float* v, float* out, const int64_t* seq_offsets,
                         int64_t num_seqs, int64_t max_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
                         void* scratch) override;
-  void swiglu(const float* gate_up, float* out, int64_t m, int64_t n) override;
+  void swiglu(const float* gate, const float* up, int64_t ld, float* out, int64_t m, int64_t n) override;
   void gelu(float* x, int64_t n) override;
   void scale_rows_sigmoid(float* y, const float* logit, int64_t m, int64_t d) override;
   void softmax_topk(const float* logits, int64_t m, int64_t e, int64_t k, bool renormalize, int32_t* ids,
