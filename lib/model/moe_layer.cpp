@@ -10,13 +10,6 @@ namespace {
 namespace expert_slot {
 enum : std::size_t { in = 0, act, out };
 }
-
-// The rows of a weight matrix from row `first` on (a fused expert's up rows, after its gate rows).
-WeightView rows_after(WeightView w, int64_t first) {
-  w.data = static_cast<const std::byte*>(w.data) + static_cast<std::size_t>(first * w.stride) * dtype_size(w.dtype);
-  w.rows -= first;
-  return w;
-}
 }  // namespace
 
 MoeLayer::MoeLayer(int64_t layer, int64_t num_experts, GatingPolicy gating, Dispatcher& dispatcher,
@@ -104,7 +97,6 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
 
 float* MoeLayer::compute_experts(Step& step) {
   const ModelConfig& c = step.config;
-  const bool swiglu = c.activation == ActivationKind::swiglu;
   const int64_t d = c.hidden_size;
   const int64_t num_rows = handle_.num_rows();
   const std::vector<int64_t>& offsets = handle_.local_offsets;
@@ -114,6 +106,7 @@ float* MoeLayer::compute_experts(Step& step) {
   up_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
   out_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
   ffn_.assign(static_cast<std::size_t>(local), 0);
+  split_.assign(static_cast<std::size_t>(local), 0);
   int64_t widest = 0;
   for (int64_t x = 0; x < local; ++x)
     if (!idle(x)) widest = std::max(widest, experts_.expert_ffn(layer_, handle_.local_experts[x]));
@@ -137,13 +130,10 @@ float* MoeLayer::compute_experts(Step& step) {
       // Two GEMM groups per expert, its routed rows and its padding, with the same weights.
       const ExpertWeights& w = lease.weights();
       in_views_[2 * end] = in_views_[2 * end + 1] = w.in;
+      up_views_[2 * end] = up_views_[2 * end + 1] = w.up;
       out_views_[2 * end] = out_views_[2 * end + 1] = w.out;
       ffn_[end] = w.ffn();
-      if (swiglu) {  // gate and up as two GEMMs, wherever they lie: the same bits mapped or copied
-        const WeightView up = w.split_gate_up() ? w.up : rows_after(w.in, w.ffn());
-        in_views_[2 * end].rows = in_views_[2 * end + 1].rows = w.ffn();
-        up_views_[2 * end] = up_views_[2 * end + 1] = up;
-      }
+      split_[end] = w.split_gate_up() ? 1 : 0;
     }
     compute_runs(step, chunk, end, in, act, out);
     chunk = end;
@@ -158,16 +148,19 @@ void MoeLayer::compute_runs(Step& step, int64_t begin, int64_t end, float* in, f
   const int64_t d = c.hidden_size;
   const std::vector<int64_t>& offsets = handle_.local_offsets;
   // Experts of one FFN width are consecutive (placement.hpp's compute order); idle experts join
-  // any run. Each run is one grouped GEMM in (swiglu: two, gate and up, since experts used in
-  // place in a mapped checkpoint have them in two datasets; as fast, 0-1% at Mixtral's shapes),
-  // the activation, one grouped GEMM out.
+  // any run. Each run is one grouped GEMM in, the activation, one grouped GEMM out; experts used
+  // in place in a mapped checkpoint have gate and up in two datasets, so their runs make gate
+  // and up with two grouped GEMMs (one [2F, d] GEMM is 0.5-1% faster: the input rows are packed
+  // once). Rounding may differ in the last bits between the two (OpenBLAS picks kernels by shape).
   const bool swiglu = c.activation == ActivationKind::swiglu;
   for (int64_t first = begin; first < end;) {
     int64_t width = 0, run_end = first;
+    char split = 0;
     for (; run_end < end; ++run_end) {
       if (ffn_[run_end] == 0) continue;
-      if (width != 0 && ffn_[run_end] != width) break;
+      if (width != 0 && (ffn_[run_end] != width || split_[run_end] != split)) break;
       width = ffn_[run_end];
+      split = split_[run_end];
     }
     const int64_t g0 = 2 * first, groups = 2 * (run_end - first);
     const int64_t r0 = offsets[g0], rows = offsets[g0 + groups] - r0;
@@ -178,7 +171,7 @@ void MoeLayer::compute_runs(Step& step, int64_t begin, int64_t end, float* in, f
       run_offsets_.resize(static_cast<std::size_t>(groups + 1));
       for (int64_t g = 0; g <= groups; ++g) run_offsets_[g] = offsets[g0 + g] - r0;
       const float* x = handle_.expert_rows + r0 * d;
-      if (swiglu) {  // gate rows [rows, F] then up rows [rows, F] in run_in
+      if (swiglu && split) {  // gate rows [rows, F] then up rows [rows, F] in run_in
         float* up = run_in + rows * width;
         be.grouped_linear(x, run_offsets_.data(), groups, in_views_.data() + g0, run_in);
         be.grouped_linear(x, run_offsets_.data(), groups, up_views_.data() + g0, up);

@@ -64,9 +64,10 @@ class MoeLayer {
   DispatchHandle handle_;
   std::vector<ExpertLease> leases_;
   std::vector<WeightView> in_views_;
-  std::vector<WeightView> up_views_;  // swiglu: in_views_ then hold the gate rows only
+  std::vector<WeightView> up_views_;  // split experts: in_views_ then hold the gate rows only
   std::vector<WeightView> out_views_;
   std::vector<int64_t> ffn_;          // [local experts] FFN width of each leased expert (0: idle)
+  std::vector<char> split_;           // [local experts] gate and up in two views (mapped)
   std::vector<int64_t> run_offsets_;  // row offsets of one run of equal-width experts
   MoeLayerStats stats_;
 

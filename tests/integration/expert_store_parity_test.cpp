@@ -196,9 +196,11 @@ namespace {
 
 // mmap_weights: true uses weights in place in the mapped checkpoint (whole experts and whole
 // matrices; tp's column slices and expert slicing's down_proj slices are still read). The
-// results are the bits of mmap_weights: false in every layout (swiglu experts compute gate and
-// up as two GEMMs either way), for swiglu (Mixtral, f32 and bf16) and gelu (PR-MoE); the report
-// counts the mapped bytes, the model checksum is the same.
+// results are those of mmap_weights: false in every layout, for swiglu (Mixtral, f32 and bf16)
+// and gelu (PR-MoE): to 1e-5 as f32 layouts (a mapped swiglu expert's gate and up are two GEMMs
+// instead of one, and OpenBLAS may round those in other last bits), bit for bit for PR-MoE
+// (nothing computed otherwise) and for bf16 on the row-invariant kernel (each element one FMA
+// chain whatever the shape). The report counts the mapped bytes; the model checksum is the same.
 struct MappedCase {
   std::string name, spec, synth_args, keys;
   int ranks;
@@ -206,7 +208,7 @@ struct MappedCase {
 
 class MappedWeights : public testing::TestWithParam<MappedCase> {};
 
-TEST_P(MappedWeights, GiveTheBitsOfReadWeights) {
+TEST_P(MappedWeights, GiveTheAnswerOfReadWeights) {
   const MappedCase& p = GetParam();
   ScratchDir dir("mapped-weights-" + p.name);
   const std::string seed = std::to_string(testing::UnitTest::GetInstance()->random_seed() + ::getpid() % 1000);
@@ -227,7 +229,14 @@ TEST_P(MappedWeights, GiveTheBitsOfReadWeights) {
     return read_report(dir.file(tag + ".json"));
   };
   const nlohmann::json read = score("read", false), mapped = score("mapped", true);
-  expect_same_bits(dir.file("read.h5"), dir.file("mapped.h5"), "mmap_weights true against false");
+  const std::string kernel = mapped["kernels"]["bf16_gemm"].get<std::string>();
+  if (p.spec == "prmoe" || (p.synth_args.find("bf16") != std::string::npos && kernel.rfind("row-invariant", 0) == 0)) {
+    expect_same_bits(dir.file("read.h5"), dir.file("mapped.h5"), "mmap_weights true against false");
+  } else {
+    const Array a = read_array(dir.file("read.h5"), "logprobs"), b = read_array(dir.file("mapped.h5"), "logprobs");
+    ASSERT_EQ(a.values.size(), b.values.size());
+    EXPECT_LE(max_abs_diff(a, b), 1e-5) << "mmap_weights true against false";
+  }
   EXPECT_EQ(read_string_attribute(dir.file("read.h5"), "model_checksum"),
             read_string_attribute(dir.file("mapped.h5"), "model_checksum"));
   EXPECT_EQ(read["memory"]["mapped_weight_bytes_max_over_ranks"].get<double>(), 0.0);
