@@ -3,7 +3,9 @@
 // no copy, no fresh memory for the kernel to clear (start-up after another process released
 // memory), and one copy in memory for all the ranks of a node that read the same boxes.
 // The file must not change while it is mapped (as with any mmap'd model): a run that cannot
-// promise that sets `mmap_weights: false` (docs/config.md).
+// promise that keeps `mmap_weights: false`. If it is truncated anyway, touching a page past its
+// new end raises SIGBUS; the handler installed with the first mapping turns that into one line
+// naming the file and exit code 1 instead of a bare crash.
 #include <cstddef>
 #include <memory>
 #include <string>
