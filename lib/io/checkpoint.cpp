@@ -60,49 +60,6 @@ struct BoxScan {
                                     // floats and bf16 order like these bits)
 };
 
-// One pass at memory speed over a box [offset, offset + count) of a dataset of shape `full`:
-// the checksum sum and whether any element has all exponent bits set (Inf or NaN). Rows of the
-// box (its last dimension) go to the OpenMP threads; the loops have no branches to vectorise.
-template <typename Word>
-BoxScan scan_box(const Word* data, const std::vector<int64_t>& full, const std::vector<int64_t>& offset,
-                 const std::vector<int64_t>& count, Word exponent) {
-  const std::size_t dims = count.size();
-  const int64_t cols = dims ? count.back() : 1;
-  const int64_t rows = cols ? product(count) / cols : 0;
-  std::vector<int64_t> stride(dims, 1);  // element strides of the full dataset
-  for (std::size_t d = dims; d-- > 1;) stride[d - 1] = stride[d] * full[d];
-  uint64_t sum = 0;
-  int bad = 0;
-  uint64_t max_bits = 0;
-  const Word magnitude = static_cast<Word>(~(Word{1} << (8 * sizeof(Word) - 1)));
-#pragma omp parallel for schedule(static) reduction(+ : sum) reduction(| : bad) reduction(max : max_bits)
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t base = dims ? offset.back() : 0;
-    int64_t rest = r;
-    for (std::size_t d = dims ? dims - 1 : 0; d-- > 0;) {
-      base += (offset[d] + rest % count[d]) * stride[d];
-      rest /= count[d];
-    }
-    const Word* row = data + r * cols;
-    uint64_t s = 0;
-    int b = 0;
-    Word m = 0;
-    for (int64_t c = 0; c < cols; ++c) {
-      b |= (row[c] & exponent) == exponent;
-      m = std::max<Word>(m, row[c] & magnitude);
-      s += element_hash(row[c], static_cast<uint64_t>(base + c));
-    }
-    sum += s;
-    bad |= b;
-    max_bits = std::max<uint64_t>(max_bits, m);
-  }
-  BoxScan scan{sum, -1, max_bits};
-  if (bad)
-    for (int64_t i = 0; i < rows * cols && scan.first_bad < 0; ++i)
-      if ((data[i] & exponent) == exponent) scan.first_bad = i;
-  return scan;
-}
-
 // Adds count words (flat indices base...) to a scan's sum, non-finite flag and largest magnitude.
 template <typename Word>
 inline void scan_words(const Word* words, int64_t count, uint64_t base, Word exponent, uint64_t& sum, int& bad,
@@ -128,6 +85,33 @@ BoxScan finish_scan(const Word* data, int64_t n, Word exponent, uint64_t sum, in
     for (int64_t i = 0; i < n && scan.first_bad < 0; ++i)
       if ((data[i] & exponent) == exponent) scan.first_bad = i;
   return scan;
+}
+
+// One pass at memory speed over a box [offset, offset + count) of a dataset of shape `full`:
+// the checksum sum and whether any element has all exponent bits set (Inf or NaN). Rows of the
+// box (its last dimension) go to the OpenMP threads; the loops have no branches to vectorise.
+template <typename Word>
+BoxScan scan_box(const Word* data, const std::vector<int64_t>& full, const std::vector<int64_t>& offset,
+                 const std::vector<int64_t>& count, Word exponent) {
+  const std::size_t dims = count.size();
+  const int64_t cols = dims ? count.back() : 1;
+  const int64_t rows = cols ? product(count) / cols : 0;
+  std::vector<int64_t> stride(dims, 1);  // element strides of the full dataset
+  for (std::size_t d = dims; d-- > 1;) stride[d - 1] = stride[d] * full[d];
+  uint64_t sum = 0;
+  int bad = 0;
+  uint64_t max_bits = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum) reduction(| : bad) reduction(max : max_bits)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t base = dims ? offset.back() : 0;
+    int64_t rest = r;
+    for (std::size_t d = dims ? dims - 1 : 0; d-- > 0;) {
+      base += (offset[d] + rest % count[d]) * stride[d];
+      rest /= count[d];
+    }
+    scan_words(data + r * cols, cols, static_cast<uint64_t>(base), exponent, sum, bad, max_bits);
+  }
+  return finish_scan(data, rows * cols, exponent, sum, bad, max_bits);
 }
 
 // Loading reads blocks of this size on the OpenMP threads and scans each one while it is in cache.
