@@ -30,6 +30,15 @@ void counted_alltoallv(Communicator& comm, const void* send, const std::size_t* 
   stats.bytes += comm.stats().bytes - before.bytes;
 }
 
+void counted_start_alltoallv(Communicator& comm, const void* send, const std::size_t* send_bytes,
+                             const std::size_t* send_displs, void* recv, const std::size_t* recv_bytes,
+                             const std::size_t* recv_displs, CommRequest& request, CommStats& stats) {
+  const CommStats before = comm.stats();
+  comm.start_alltoallv(send, send_bytes, send_displs, recv, recv_bytes, recv_displs, request);
+  stats.messages += comm.stats().messages - before.messages;
+  stats.bytes += comm.stats().bytes - before.bytes;
+}
+
 }  // namespace detail
 
 }  // namespace moe

@@ -9,6 +9,10 @@
 //                 nodes between ranks of the same local index (Topology's node and cross-node
 //                 groups); at most (ranks_per_node - 1) + (nodes - 1) messages per rank, each byte
 //                 moved twice.
+// Each also has a non-blocking form, start() / progress() / wait(), for overlapping a transfer with
+// compute (the dispatcher's micro-batches): several may be in flight, started by every rank in the
+// same order. overlaps() says whether start returns before the data has moved; where it does not
+// (a communicator without a non-blocking all-to-all), start runs the whole exchange.
 // stats() counts the payload messages and bytes this rank sent (self-copies and empty messages
 // excluded; the small count exchange of the hierarchical variant is not counted).
 #include <cstddef>
@@ -22,6 +26,14 @@
 
 namespace moe {
 
+// One started all-to-all: `comm` for a single-stage variant, `flight` for a variant that keeps
+// per-transfer state (its staging buffers) in a pool. Pass it to wait() before the buffers are
+// touched; it stays at its address until then (a variant may keep a pointer to it).
+struct AllToAllRequest {
+  CommRequest comm;
+  int flight = -1;
+};
+
 class AllToAll {
  public:
   virtual ~AllToAll() = default;
@@ -31,6 +43,17 @@ class AllToAll {
   // rank q). send and recv are backend memory.
   virtual void run(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs, void* recv,
                    const std::size_t* recv_bytes, const std::size_t* recv_displs) = 0;
+  // run(), started: same arguments (arrays read during the call; send and recv untouched until
+  // wait). The default runs it here.
+  virtual void start(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs, void* recv,
+                     const std::size_t* recv_bytes, const std::size_t* recv_displs, AllToAllRequest& /*request*/) {
+    run(send, send_bytes, send_displs, recv, recv_bytes, recv_displs);
+  }
+  // Lets every started transfer advance (cheap: call it between GEMMs).
+  virtual void progress() {}
+  // Returns when `request`'s data is in recv (its send buffer may be reused).
+  virtual void wait(AllToAllRequest& /*request*/) {}
+  virtual bool overlaps() const { return false; }
 
   CommStats stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
@@ -57,6 +80,10 @@ namespace detail {
 void counted_alltoallv(Communicator& comm, const void* send, const std::size_t* send_bytes,
                        const std::size_t* send_displs, void* recv, const std::size_t* recv_bytes,
                        const std::size_t* recv_displs, CommStats& stats);
+// comm.start_alltoallv, counted the same way (messages are counted when they are started).
+void counted_start_alltoallv(Communicator& comm, const void* send, const std::size_t* send_bytes,
+                             const std::size_t* send_displs, void* recv, const std::size_t* recv_bytes,
+                             const std::size_t* recv_displs, CommRequest& request, CommStats& stats);
 
 }  // namespace detail
 

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace moe {
 
@@ -16,6 +17,15 @@ namespace moe {
 struct CommStats {
   uint64_t messages = 0;  // point-to-point messages carrying data (self-copies excluded)
   uint64_t bytes = 0;     // bytes in those messages
+};
+
+// A started collective (Communicator::start_alltoallv): its buffers are the caller's until wait()
+// returns. Owns what MPI reads until completion (the int count and displacement arrays), so it
+// may be moved while in flight but not copied.
+struct CommRequest {
+  MPI_Request mpi = MPI_REQUEST_NULL;
+  std::vector<int> counts;
+  bool pending() const { return mpi != MPI_REQUEST_NULL; }
 };
 
 class Communicator {
@@ -34,6 +44,22 @@ class Communicator {
   virtual void alltoallv(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs, void* recv,
                          const std::size_t* recv_bytes, const std::size_t* recv_displs) = 0;
   virtual void barrier() = 0;
+
+  // The non-blocking alltoallv: start, then wait before the buffers are touched; test() lets the
+  // transfer advance (MPI progresses most transfers only inside MPI calls) and says whether it
+  // is complete. Several may be in flight; every rank starts them in the same order. The
+  // default runs the blocking alltoallv at start (a communicator without a non-blocking form,
+  // e.g. NCCL, whose calls return at once on their stream anyway). Arrays as in alltoallv,
+  // read during the call.
+  virtual void start_alltoallv(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs,
+                               void* recv, const std::size_t* recv_bytes, const std::size_t* recv_displs,
+                               CommRequest& /*request*/) {
+    alltoallv(send, send_bytes, send_displs, recv, recv_bytes, recv_displs);
+  }
+  virtual void wait(CommRequest& /*request*/) {}
+  virtual bool test(CommRequest& /*request*/) { return true; }
+  // Whether start_alltoallv returns before the data has moved (so compute can overlap it).
+  virtual bool overlaps() const { return false; }
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }

@@ -39,7 +39,42 @@ class MpiCommunicator final : public Communicator {
 
   void alltoallv(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs, void* recv,
                  const std::size_t* recv_bytes, const std::size_t* recv_displs) override {
-    int* sc = counts_.data();
+    const int* c = int_counts(send_bytes, send_displs, recv_bytes, recv_displs, counts_);
+    MOE_MPI_CHECK(MPI_Alltoallv(send, c, c + size_, MPI_BYTE, recv, c + 2 * size_, c + 3 * size_, MPI_BYTE, comm_));
+  }
+
+  void start_alltoallv(const void* send, const std::size_t* send_bytes, const std::size_t* send_displs, void* recv,
+                       const std::size_t* recv_bytes, const std::size_t* recv_displs, CommRequest& request) override {
+    MOE_CHECK(!request.pending(), "start_alltoallv: the request is still in flight");
+    const int* c = int_counts(send_bytes, send_displs, recv_bytes, recv_displs, request.counts);
+    MOE_MPI_CHECK(MPI_Ialltoallv(send, c, c + size_, MPI_BYTE, recv, c + 2 * size_, c + 3 * size_, MPI_BYTE, comm_,
+                                 &request.mpi));
+  }
+  void wait(CommRequest& request) override { MOE_MPI_CHECK(MPI_Wait(&request.mpi, MPI_STATUS_IGNORE)); }
+  bool test(CommRequest& request) override {
+    int done = 0;
+    MOE_MPI_CHECK(MPI_Test(&request.mpi, &done, MPI_STATUS_IGNORE));
+    return done != 0;
+  }
+  bool overlaps() const override { return true; }
+
+  void barrier() override { MOE_MPI_CHECK(MPI_Barrier(comm_)); }
+
+ private:
+  void allreduce(void* data, std::size_t count, MPI_Datatype type, MPI_Op op) {
+    MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, checked_int(count), type, op, comm_));
+  }
+  static int checked_int(std::size_t n) {
+    MOE_CHECK(n <= static_cast<std::size_t>(INT32_MAX), "MPI message of {} elements exceeds the int count limit", n);
+    return static_cast<int>(n);
+  }
+
+  // counts, displacements (send), counts, displacements (recv) as MPI's ints in `out`, the
+  // payload messages added to stats_; returns out's data.
+  const int* int_counts(const std::size_t* send_bytes, const std::size_t* send_displs, const std::size_t* recv_bytes,
+                        const std::size_t* recv_displs, std::vector<int>& out) {
+    out.resize(static_cast<std::size_t>(size_) * 4);
+    int* sc = out.data();
     int* sd = sc + size_;
     int* rc = sd + size_;
     int* rd = rc + size_;
@@ -53,18 +88,7 @@ class MpiCommunicator final : public Communicator {
         stats_.bytes += send_bytes[p];
       }
     }
-    MOE_MPI_CHECK(MPI_Alltoallv(send, sc, sd, MPI_BYTE, recv, rc, rd, MPI_BYTE, comm_));
-  }
-
-  void barrier() override { MOE_MPI_CHECK(MPI_Barrier(comm_)); }
-
- private:
-  void allreduce(void* data, std::size_t count, MPI_Datatype type, MPI_Op op) {
-    MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, checked_int(count), type, op, comm_));
-  }
-  static int checked_int(std::size_t n) {
-    MOE_CHECK(n <= static_cast<std::size_t>(INT32_MAX), "MPI message of {} elements exceeds the int count limit", n);
-    return static_cast<int>(n);
+    return out.data();
   }
 
   MPI_Comm comm_ = MPI_COMM_NULL;
