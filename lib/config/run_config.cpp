@@ -45,6 +45,7 @@ const std::set<std::string> kKnownKeys = {
     "moe.gating",
     "moe.capacity_factor",
     "moe.alltoall",
+    "moe.dispatch_chunks",
     "moe.placement",
     "moe.trace",
     "moe.trace_topk",
@@ -220,6 +221,9 @@ RunConfig RunConfig::parse(const std::string& yaml_text, const std::string& sour
   MOE_CHECK(a2a == "flat" || a2a == "hierarchical", "{}: 'moe.alltoall' is '{}' (valid: flat, hierarchical)", source,
             a2a);
   c.moe.alltoall = a2a == "flat" ? AllToAllKind::flat : AllToAllKind::hierarchical;
+  c.moe.dispatch_chunks = scalar<int64_t>(root, "moe.dispatch_chunks", source, c.moe.dispatch_chunks);
+  MOE_CHECK(c.moe.dispatch_chunks >= 1 && c.moe.dispatch_chunks <= 64,
+            "{}: 'moe.dispatch_chunks' must be in [1, 64], got {}", source, c.moe.dispatch_chunks);
   c.moe.placement = scalar<std::string>(root, "moe.placement", source, "");
   c.moe.trace = scalar<bool>(root, "moe.trace", source, false);
   c.moe.trace_topk = scalar<bool>(root, "moe.trace_topk", source, false);

@@ -32,9 +32,10 @@ struct RunConfig {
     GatingKind gating = GatingKind::dynamic;
     double capacity_factor = 1.25;
     AllToAllKind alltoall = AllToAllKind::hierarchical;
-    std::string placement;  // "" = contiguous default; else a placement file (docs/formats.md)
-    bool trace = false;       // write the routing trace into the results file (docs/formats.md)
-    bool trace_topk = false;  // ... with every token's top-k expert ids
+    int64_t dispatch_chunks = 2;  // micro-batches per exchange, overlapping the all-to-all (moe/dispatcher.hpp)
+    std::string placement;        // "" = contiguous default; else a placement file (docs/formats.md)
+    bool trace = false;           // write the routing trace into the results file (docs/formats.md)
+    bool trace_topk = false;      // ... with every token's top-k expert ids
     struct {
       std::string slots = "all";    // experts resident per MoE layer per rank: all | N | P% of the layer's
       std::string policy = "lifo";  // lifo | lru | belady

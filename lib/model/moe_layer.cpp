@@ -77,16 +77,28 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
     // The experts this rank needs for this batch are known: a store may start loading them.
     experts_.prefetch(layer_, handle_.active_experts());
     dispatcher_.start_payload(handle_, x);
-    dispatcher_.wait_payload(handle_);
   }
+  // Micro-batch by micro-batch: while one's experts compute, the next one's rows and the last
+  // one's outputs travel (where the all-to-all overlaps).
   float* expert_out = nullptr;
   {
     ScopedPhase phase(step.times, "moe.experts");
-    expert_out = compute_experts(step);
+    expert_out = reserve_experts(step);
+  }
+  for (int64_t chunk = 0; chunk < handle_.chunks; ++chunk) {
+    {
+      ScopedPhase phase(step.times, "moe.dispatch");
+      dispatcher_.wait_payload(handle_, chunk);
+    }
+    {
+      ScopedPhase phase(step.times, "moe.experts");
+      compute_experts(step, handle_.chunk_experts[chunk], handle_.chunk_experts[chunk + 1]);
+    }
+    ScopedPhase phase(step.times, "moe.combine");
+    dispatcher_.start_combine(handle_, chunk, expert_out);
   }
   {
     ScopedPhase phase(step.times, "moe.combine");
-    dispatcher_.start_combine(handle_, expert_out);
     dispatcher_.wait_combine(handle_, y);
   }
   for (int64_t i = 0; i < e; ++i) stats_.expert_tokens[i] += plan_.counts[i];
@@ -95,13 +107,12 @@ void MoeLayer::experts_forward(Step& step, const LayerWeights& weights, const fl
   stats_.rows_computed += handle_.num_rows();
 }
 
-float* MoeLayer::compute_experts(Step& step) {
+float* MoeLayer::reserve_experts(Step& step) {
   const ModelConfig& c = step.config;
   const int64_t d = c.hidden_size;
   const int64_t num_rows = handle_.num_rows();
   const std::vector<int64_t>& offsets = handle_.local_offsets;
   const auto local = static_cast<int64_t>(handle_.local_experts.size());
-  const auto idle = [&](int64_t x) { return offsets[2 * x + 2] == offsets[2 * x]; };  // not leased
   in_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
   up_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
   out_views_.assign(static_cast<std::size_t>(2 * local), WeightView{});
@@ -109,21 +120,28 @@ float* MoeLayer::compute_experts(Step& step) {
   split_.assign(static_cast<std::size_t>(local), 0);
   int64_t widest = 0;
   for (int64_t x = 0; x < local; ++x)
-    if (!idle(x)) widest = std::max(widest, experts_.expert_ffn(layer_, handle_.local_experts[x]));
-  float* in = expert_ws_.get<float>(expert_slot::in, static_cast<std::size_t>(num_rows * c.mlp_in_rows(widest)));
-  float* act = c.activation == ActivationKind::swiglu
-                   ? expert_ws_.get<float>(expert_slot::act, static_cast<std::size_t>(num_rows * widest))
-                   : in;
-  float* out = expert_ws_.get<float>(expert_slot::out, static_cast<std::size_t>(num_rows * d));
+    if (offsets[2 * x + 2] > offsets[2 * x])
+      widest = std::max(widest, experts_.expert_ffn(layer_, handle_.local_experts[x]));
+  in_ = expert_ws_.get<float>(expert_slot::in, static_cast<std::size_t>(num_rows * c.mlp_in_rows(widest)));
+  act_ = c.activation == ActivationKind::swiglu
+             ? expert_ws_.get<float>(expert_slot::act, static_cast<std::size_t>(num_rows * widest))
+             : in_;
+  out_ = expert_ws_.get<float>(expert_slot::out, static_cast<std::size_t>(num_rows * d));
+  return out_;
+}
+
+void MoeLayer::compute_experts(Step& step, int64_t first, int64_t last) {
+  const std::vector<int64_t>& offsets = handle_.local_offsets;
+  const auto idle = [&](int64_t x) { return offsets[2 * x + 2] == offsets[2 * x]; };  // not leased
   // Leases are held until their experts' GEMMs are done. A bounded store lends at most
   // lease_capacity experts of a layer at once, so the active experts go in chunks of that many
   // (compute order), a chunk's leases released before the next chunk is leased. Each expert's
   // GEMMs are the same whatever the chunking (grouped_linear is per group), so the result is too.
   const int64_t capacity = experts_.lease_capacity(layer_);
-  for (int64_t chunk = 0; chunk < local;) {
+  for (int64_t chunk = first; chunk < last;) {
     leases_.clear();
     int64_t end = chunk;
-    for (; end < local; ++end) {
+    for (; end < last; ++end) {
       if (idle(end)) continue;
       if (static_cast<int64_t>(leases_.size()) == capacity) break;
       ExpertLease& lease = leases_.emplace_back(experts_.lease(layer_, handle_.local_experts[end]));
@@ -135,11 +153,10 @@ float* MoeLayer::compute_experts(Step& step) {
       ffn_[end] = w.ffn();
       split_[end] = w.split_gate_up() ? 1 : 0;
     }
-    compute_runs(step, chunk, end, in, act, out);
+    compute_runs(step, chunk, end, in_, act_, out_);
     chunk = end;
   }
   leases_.clear();  // released: a cache may evict them now
-  return out;
 }
 
 void MoeLayer::compute_runs(Step& step, int64_t begin, int64_t end, float* in, float* act, float* out) {
@@ -174,13 +191,16 @@ void MoeLayer::compute_runs(Step& step, int64_t begin, int64_t end, float* in, f
       if (swiglu && split) {  // gate rows [rows, F] then up rows [rows, F] in run_in
         float* up = run_in + rows * width;
         be.grouped_linear(x, run_offsets_.data(), groups, in_views_.data() + g0, run_in);
+        dispatcher_.progress(handle_);
         be.grouped_linear(x, run_offsets_.data(), groups, up_views_.data() + g0, up);
         be.swiglu(run_in, up, width, run_act, rows, width);
       } else {
         be.grouped_linear(x, run_offsets_.data(), groups, in_views_.data() + g0, run_in);
         mlp_activation(be, c.activation, run_in, run_act, rows, width);
       }
+      dispatcher_.progress(handle_);
       be.grouped_linear(run_act, run_offsets_.data(), groups, out_views_.data() + g0, out + r0 * d);
+      dispatcher_.progress(handle_);
     }
     first = run_end;
   }

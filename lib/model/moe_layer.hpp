@@ -69,13 +69,18 @@ class MoeLayer {
   std::vector<int64_t> ffn_;          // [local experts] FFN width of each leased expert (0: idle)
   std::vector<char> split_;           // [local experts] gate and up in two views (mapped)
   std::vector<int64_t> run_offsets_;  // row offsets of one run of equal-width experts
+  float* in_ = nullptr;               // expert activations (reserve_experts): MLP input rows,
+  float* act_ = nullptr;              // activation, output
+  float* out_ = nullptr;
   MoeLayerStats stats_;
 
   // Routes, dispatches, computes and combines tokens [0, t) of x into y.
   void experts_forward(Step& step, const LayerWeights& weights, const float* x, int64_t t, float* y);
-  // expert_out [rows, d] = the local experts' MLPs of handle_.expert_rows, one grouped GEMM per
-  // FFN width (one in all but hand-made placements); returns expert_out.
-  float* compute_experts(Step& step);
+  // The expert activations' buffers for all of handle_'s rows; returns expert_out [rows, d].
+  float* reserve_experts(Step& step);
+  // expert_out's rows of local experts [first, last) = their MLPs of handle_.expert_rows, one
+  // grouped GEMM per FFN width (one in all but hand-made placements).
+  void compute_experts(Step& step, int64_t first, int64_t last);
   // The grouped GEMMs of local experts [begin, end), whose leases are held.
   void compute_runs(Step& step, int64_t begin, int64_t end, float* in, float* act, float* out);
   void shared_forward(Step& step, const LayerWeights& weights, const float* x, float* h);

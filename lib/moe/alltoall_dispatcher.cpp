@@ -19,14 +19,9 @@ enum : std::size_t {
 };
 }
 
-// Byte counts and displacements for per-rank row counts of `d` floats.
-void rows_to_bytes(std::vector<std::size_t>& bytes, std::vector<std::size_t>& displs, int64_t d) {
-  std::size_t offset = 0;
-  for (std::size_t p = 0; p < bytes.size(); ++p) {
-    bytes[p] *= static_cast<std::size_t>(d) * sizeof(float);
-    displs[p] = offset;
-    offset += bytes[p];
-  }
+// Row counts and row offsets to bytes, for rows of `d` floats.
+void rows_to_bytes(std::vector<std::size_t>& v, int64_t d) {
+  for (std::size_t& x : v) x *= static_cast<std::size_t>(d) * sizeof(float);
 }
 }  // namespace
 
@@ -53,9 +48,10 @@ void AllToAllDispatcher::layout(int64_t layer, const DispatchPlan& plan, int64_t
   h.layer = layer;
   h.d = d;
   h.plan = &plan;
-  for (auto* v : {&h.c_send_bytes, &h.c_send_displs, &h.c_recv_bytes, &h.c_recv_displs, &h.send_bytes, &h.send_displs,
-                  &h.recv_bytes, &h.recv_displs})
-    v->resize(w);
+  h.chunks = chunks_;
+  const auto chunks = static_cast<std::size_t>(chunks_);
+  for (auto* v : {&h.c_send_bytes, &h.c_send_displs, &h.c_recv_bytes, &h.c_recv_displs}) v->resize(w);
+  for (auto* v : {&h.send_bytes, &h.send_displs, &h.recv_bytes, &h.recv_displs}) v->assign(chunks * w, 0);
   h.counts_out.clear();
   h.send_token.clear();
   h.send_weight.clear();
@@ -67,8 +63,13 @@ void AllToAllDispatcher::layout(int64_t layer, const DispatchPlan& plan, int64_t
   };
   for (std::size_t p = 0; p < w; ++p) {
     const std::vector<LocalExpert>& experts = lp.rank_experts[p];
-    const std::size_t before = h.send_token.size();
-    for (const LocalExpert& x : experts) {
+    const auto num_local = static_cast<int64_t>(experts.size());
+    std::size_t chunk = 0;  // of the expert below; its rows are chunk's block for p
+    for (std::size_t i = 0; i < experts.size(); ++i) {
+      const LocalExpert& x = experts[i];
+      while (static_cast<int64_t>(i) >= chunk_first_expert(num_local, chunks_, static_cast<int64_t>(chunk) + 1))
+        ++chunk;
+      const std::size_t rows_before = h.send_token.size();
       const std::vector<ExpertHolder>& holders = lp.holders[static_cast<std::size_t>(x.expert)];
       std::size_t holder = 0;
       while (holders[holder].rank != static_cast<int>(p)) ++holder;
@@ -82,10 +83,16 @@ void AllToAllDispatcher::layout(int64_t layer, const DispatchPlan& plan, int64_t
       h.counts_out.push_back(q1 - q0);
       send(begin + r0, r1 - r0);
       send(begin + kept + q0, q1 - q0);
+      h.send_bytes[chunk * w + p] += h.send_token.size() - rows_before;  // rows for now; bytes in start_payload
     }
-    h.send_bytes[p] = h.send_token.size() - before;  // rows for now; bytes in start_payload
     h.c_send_bytes[p] = 2 * experts.size() * sizeof(int64_t);
   }
+  // Chunk c's block for p follows chunks < c of p's block: one run of the send order.
+  for (std::size_t p = 0, at = 0; p < w; ++p)
+    for (std::size_t c = 0; c < chunks; ++c) {
+      h.send_displs[c * w + p] = at;
+      at += h.send_bytes[c * w + p];
+    }
   h.num_sent = static_cast<int64_t>(h.send_token.size());
   h.phase = DispatchHandle::Phase::layout;
 }
@@ -120,33 +127,42 @@ void AllToAllDispatcher::wait_counts(DispatchHandle& h) {
   const auto w = static_cast<std::size_t>(placement_.world());
   const std::vector<LocalExpert>& local = placement_.local_experts(h.layer, rank_);
   const std::size_t groups = 2 * local.size();
+  const auto chunks = static_cast<std::size_t>(h.chunks);
   h.local_experts.clear();
   for (const LocalExpert& x : local) h.local_experts.push_back(x.expert);
-  // Receive layout (source, expert, part) and the regrouping into (expert, part, source).
+  h.chunk_experts.resize(chunks + 1);
+  for (std::size_t c = 0; c <= chunks; ++c)
+    h.chunk_experts[c] = chunk_first_expert(static_cast<int64_t>(local.size()), h.chunks, static_cast<int64_t>(c));
+  // Expert order (expert, part, source) gives local_offsets; receive order is (chunk, source,
+  // expert, part), and by_expert / by_source map between the two.
   h.local_offsets.assign(groups + 1, 0);
-  for (std::size_t q = 0; q < w; ++q) {
-    h.recv_bytes[q] = 0;
-    for (std::size_t g = 0; g < groups; ++g) {
-      const auto n = static_cast<std::size_t>(h.counts_in[q * groups + g]);
-      h.recv_bytes[q] += n;  // rows for now; bytes in start_payload
-      h.local_offsets[g + 1] += static_cast<int64_t>(n);
-    }
-  }
+  for (std::size_t q = 0; q < w; ++q)
+    for (std::size_t g = 0; g < groups; ++g) h.local_offsets[g + 1] += h.counts_in[q * groups + g];
   for (std::size_t g = 0; g < groups; ++g) h.local_offsets[g + 1] += h.local_offsets[g];
   const auto received_rows = static_cast<std::size_t>(h.local_offsets[groups]);
   h.by_expert.resize(received_rows);
   h.by_source.resize(received_rows);
+  h.recv_chunk_rows.resize(chunks + 1);
   // Inside a group, rows keep source order: cursor[g] is the group's next free row.
   h.cursor.assign(h.local_offsets.begin(), h.local_offsets.end() - 1);
   int64_t received = 0;
-  for (std::size_t q = 0; q < w; ++q)
-    for (std::size_t g = 0; g < groups; ++g)
-      for (int64_t i = 0; i < h.counts_in[q * groups + g]; ++i) {
-        const int64_t expert_row = h.cursor[g]++;
-        h.by_expert[static_cast<std::size_t>(expert_row)] = static_cast<int32_t>(received);
-        h.by_source[static_cast<std::size_t>(received)] = static_cast<int32_t>(expert_row);
-        ++received;
-      }
+  for (std::size_t c = 0; c < chunks; ++c) {
+    h.recv_chunk_rows[c] = received;
+    const auto g0 = static_cast<std::size_t>(2 * h.chunk_experts[c]);
+    const auto g1 = static_cast<std::size_t>(2 * h.chunk_experts[c + 1]);
+    for (std::size_t q = 0; q < w; ++q) {
+      h.recv_displs[c * w + q] = static_cast<std::size_t>(received);  // rows for now; bytes in start_payload
+      for (std::size_t g = g0; g < g1; ++g)
+        for (int64_t i = 0; i < h.counts_in[q * groups + g]; ++i) {
+          const int64_t expert_row = h.cursor[g]++;
+          h.by_expert[static_cast<std::size_t>(expert_row)] = static_cast<int32_t>(received);
+          h.by_source[static_cast<std::size_t>(received)] = static_cast<int32_t>(expert_row);
+          ++received;
+        }
+      h.recv_bytes[c * w + q] = static_cast<std::size_t>(received) - h.recv_displs[c * w + q];
+    }
+  }
+  h.recv_chunk_rows[chunks] = received;
   h.phase = DispatchHandle::Phase::counts;
 }
 
@@ -155,50 +171,66 @@ void AllToAllDispatcher::start_payload(DispatchHandle& h, const float* x) {
   Backend& be = ws_.backend();
   const int64_t d = h.d;
   const int64_t received = h.num_rows();
+  const auto w = static_cast<std::size_t>(placement_.world());
   h.send_token_dev = ws_.get<int32_t>(ws_slot::send_token, static_cast<std::size_t>(h.num_sent));
   h.send_weight_dev = ws_.get<float>(ws_slot::send_weight, static_cast<std::size_t>(h.num_sent));
+  h.by_expert_dev = ws_.get<int32_t>(ws_slot::by_expert, static_cast<std::size_t>(received));
+  h.by_source_dev = ws_.get<int32_t>(ws_slot::by_source, static_cast<std::size_t>(received));
   float* send = ws_.get<float>(ws_slot::send_rows, static_cast<std::size_t>(h.num_sent * d));
-  float* recv = ws_.get<float>(ws_slot::recv_rows, static_cast<std::size_t>(received * d));
+  h.received = ws_.get<float>(ws_slot::recv_rows, static_cast<std::size_t>(received * d));
+  h.expert_rows = ws_.get<float>(ws_slot::expert_rows, static_cast<std::size_t>(received * d));
   be.copy_to_device(h.send_token_dev, h.send_token.data(), sizeof(int32_t) * h.send_token.size());
   be.copy_to_device(h.send_weight_dev, h.send_weight.data(), sizeof(float) * h.send_weight.size());
+  be.copy_to_device(h.by_expert_dev, h.by_expert.data(), sizeof(int32_t) * h.by_expert.size());
+  be.copy_to_device(h.by_source_dev, h.by_source.data(), sizeof(int32_t) * h.by_source.size());
   be.gather_rows(x, h.send_token_dev, h.num_sent, d, send);
-  rows_to_bytes(h.send_bytes, h.send_displs, d);
-  rows_to_bytes(h.recv_bytes, h.recv_displs, d);
+  for (auto* v : {&h.send_bytes, &h.send_displs, &h.recv_bytes, &h.recv_displs}) rows_to_bytes(*v, d);
   be.synchronize();
-  alltoall_.run(send, h.send_bytes.data(), h.send_displs.data(), recv, h.recv_bytes.data(), h.recv_displs.data());
-  h.received = recv;
-  h.phase = DispatchHandle::Phase::payload_started;
+  h.payload_requests.resize(static_cast<std::size_t>(h.chunks));
+  h.combine_requests.resize(static_cast<std::size_t>(h.chunks));
+  for (std::size_t c = 0; c < static_cast<std::size_t>(h.chunks); ++c)
+    alltoall_.start(send, h.send_bytes.data() + c * w, h.send_displs.data() + c * w, h.received,
+                    h.recv_bytes.data() + c * w, h.recv_displs.data() + c * w, h.payload_requests[c]);
+  h.arrived = h.returning = 0;
+  h.phase = DispatchHandle::Phase::exchanging;
 }
 
-void AllToAllDispatcher::wait_payload(DispatchHandle& h) {
-  h.expect(DispatchHandle::Phase::payload_started, "wait_payload");
-  Backend& be = ws_.backend();
-  const int64_t received = h.num_rows();
-  auto* by_expert = ws_.get<int32_t>(ws_slot::by_expert, static_cast<std::size_t>(received));
-  h.expert_rows = ws_.get<float>(ws_slot::expert_rows, static_cast<std::size_t>(received * h.d));
-  be.copy_to_device(by_expert, h.by_expert.data(), sizeof(int32_t) * h.by_expert.size());
-  be.gather_rows(h.received, by_expert, received, h.d, h.expert_rows);
-  h.phase = DispatchHandle::Phase::payload;
+void AllToAllDispatcher::wait_payload(DispatchHandle& h, int64_t chunk) {
+  h.expect_chunk(chunk, h.arrived, "wait_payload");
+  alltoall_.wait(h.payload_requests[static_cast<std::size_t>(chunk)]);
+  const int64_t r0 = h.chunk_rows(chunk), r1 = h.chunk_rows(chunk + 1);
+  ws_.backend().gather_rows(h.received, h.by_expert_dev + r0, r1 - r0, h.d, h.expert_rows + r0 * h.d);
+  ++h.arrived;
 }
 
-void AllToAllDispatcher::start_combine(DispatchHandle& h, const float* expert_out) {
-  h.expect(DispatchHandle::Phase::payload, "start_combine");
+void AllToAllDispatcher::progress(DispatchHandle& /*h*/) {
+  alltoall_.progress();
+}
+
+void AllToAllDispatcher::start_combine(DispatchHandle& h, int64_t chunk, const float* expert_out) {
+  h.expect_chunk(chunk, h.returning, "start_combine");
+  MOE_CHECK(chunk < h.arrived, "dispatcher (layer {}): start_combine of micro-batch {} before its wait_payload",
+            h.layer, chunk);
   Backend& be = ws_.backend();
-  const int64_t received = h.num_rows();
-  // Outputs back into (source, expert) order, then home: the return trip mirrors the dispatch.
-  auto* by_source = ws_.get<int32_t>(ws_slot::by_source, static_cast<std::size_t>(received));
-  float* back = ws_.get<float>(ws_slot::recv_rows, static_cast<std::size_t>(received * h.d));
+  const auto w = static_cast<std::size_t>(placement_.world());
+  const auto c = static_cast<std::size_t>(chunk);
+  // The chunk's outputs into its receive rows (its payload is consumed), then home into the
+  // chunk's send rows (its payload has left): the return trip mirrors the dispatch.
+  const int64_t b0 = h.recv_chunk_rows[c], b1 = h.recv_chunk_rows[c + 1];
+  float* back = h.received;
   float* home = ws_.get<float>(ws_slot::send_rows, static_cast<std::size_t>(h.num_sent * h.d));
-  be.copy_to_device(by_source, h.by_source.data(), sizeof(int32_t) * h.by_source.size());
-  be.gather_rows(expert_out, by_source, received, h.d, back);
+  be.gather_rows(expert_out, h.by_source_dev + b0, b1 - b0, h.d, back + b0 * h.d);
   be.synchronize();
-  alltoall_.run(back, h.recv_bytes.data(), h.recv_displs.data(), home, h.send_bytes.data(), h.send_displs.data());
+  alltoall_.start(back, h.recv_bytes.data() + c * w, h.recv_displs.data() + c * w, home, h.send_bytes.data() + c * w,
+                  h.send_displs.data() + c * w, h.combine_requests[c]);
   h.home = home;
-  h.phase = DispatchHandle::Phase::combine_started;
+  if (++h.returning == h.chunks) h.phase = DispatchHandle::Phase::combine_started;
 }
 
 void AllToAllDispatcher::wait_combine(DispatchHandle& h, float* y) {
   h.expect(DispatchHandle::Phase::combine_started, "wait_combine");
+  for (AllToAllRequest& r : h.combine_requests) alltoall_.wait(r);
+  // Once every output is home, in send order: the sum's order does not depend on the chunks.
   ws_.backend().scatter_add_rows(h.home, h.send_token_dev, h.send_weight_dev, h.num_sent, h.d, y);
   h.phase = DispatchHandle::Phase::empty;
 }

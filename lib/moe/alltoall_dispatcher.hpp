@@ -10,8 +10,9 @@
 // once, by a rule that depends only on the plan and the table.
 //
 // Send order: by destination rank, then the destination's local experts in compute order, then
-// plan order. Receive order: by source rank, then local expert; a local gather regroups rows by
-// expert for the grouped GEMM.
+// plan order. Receive order: by micro-batch, source rank, then local expert; a local gather
+// regroups a micro-batch's rows by expert for the grouped GEMM. Each micro-batch is one
+// all-to-all each way, all of them started at once.
 #include <vector>
 
 #include "comm/alltoall.hpp"
@@ -31,8 +32,9 @@ class AllToAllDispatcher final : public Dispatcher {
   void start_counts(DispatchHandle& h) override;
   void wait_counts(DispatchHandle& h) override;
   void start_payload(DispatchHandle& h, const float* x) override;
-  void wait_payload(DispatchHandle& h) override;
-  void start_combine(DispatchHandle& h, const float* expert_out) override;
+  void wait_payload(DispatchHandle& h, int64_t chunk) override;
+  void progress(DispatchHandle& h) override;
+  void start_combine(DispatchHandle& h, int64_t chunk, const float* expert_out) override;
   void wait_combine(DispatchHandle& h, float* y) override;
   CommStats comm_stats() const override { return alltoall_.stats(); }
 

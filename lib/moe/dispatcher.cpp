@@ -15,12 +15,10 @@ const char* phase_name(DispatchHandle::Phase p) {
       return "start_counts";
     case DispatchHandle::Phase::counts:
       return "wait_counts";
-    case DispatchHandle::Phase::payload_started:
+    case DispatchHandle::Phase::exchanging:
       return "start_payload";
-    case DispatchHandle::Phase::payload:
-      return "wait_payload";
     case DispatchHandle::Phase::combine_started:
-      return "start_combine";
+      return "the last start_combine";
   }
   return "?";
 }
@@ -33,9 +31,20 @@ std::vector<int64_t> DispatchHandle::active_experts() const {
   return out;
 }
 
+void DispatchHandle::expect_chunk(int64_t chunk, int64_t want, const char* call) const {
+  expect(Phase::exchanging, call);
+  MOE_CHECK(chunk == want, "dispatcher (layer {}): {} for micro-batch {}, expected {} (of {})", layer, call, chunk,
+            want, chunks);
+}
+
 void DispatchHandle::expect(Phase want, const char* call) const {
   MOE_CHECK(phase == want, "dispatcher (layer {}): {} called after {}, expected after {}", layer, call,
             phase_name(phase), phase_name(want));
+}
+
+void Dispatcher::set_chunks(int64_t chunks) {
+  MOE_CHECK(chunks >= 1, "dispatcher: {} micro-batches (need at least 1)", chunks);
+  chunks_ = chunks;
 }
 
 void Dispatcher::dispatch(int64_t layer, const DispatchPlan& plan, const float* x, int64_t d, DispatchHandle& h) {
@@ -43,11 +52,11 @@ void Dispatcher::dispatch(int64_t layer, const DispatchPlan& plan, const float* 
   start_counts(h);
   wait_counts(h);
   start_payload(h, x);
-  wait_payload(h);
+  for (int64_t c = 0; c < h.chunks; ++c) wait_payload(h, c);
 }
 
 void Dispatcher::combine(DispatchHandle& h, const float* expert_out, float* y) {
-  start_combine(h, expert_out);
+  for (int64_t c = 0; c < h.chunks; ++c) start_combine(h, c, expert_out);
   wait_combine(h, y);
 }
 

@@ -1,3 +1,4 @@
+#include "core/error.hpp"
 #include "moe/dispatcher.hpp"
 
 namespace moe {
@@ -11,6 +12,7 @@ void LocalDispatcher::layout(int64_t layer, const DispatchPlan& plan, int64_t d,
   h.layer = layer;
   h.d = d;
   h.plan = &plan;
+  h.chunks = 1;
   const int64_t n = plan.num_rows();
   h.num_sent = n;
   h.send_token_dev = ws_.get<int32_t>(slot::rows, static_cast<std::size_t>(n));
@@ -38,6 +40,7 @@ void LocalDispatcher::wait_counts(DispatchHandle& h) {
     h.local_offsets[2 * e + 1] = plan.expert_offsets[e] + plan.kept[e];
   }
   h.local_offsets[2 * experts] = plan.num_rows();
+  h.chunk_experts = {0, experts};
   h.phase = DispatchHandle::Phase::counts;
 }
 
@@ -46,17 +49,21 @@ void LocalDispatcher::start_payload(DispatchHandle& h, const float* x) {
   const int64_t n = h.num_sent;
   h.expert_rows = ws_.get<float>(slot::expert_rows, static_cast<std::size_t>(n * h.d));
   ws_.backend().gather_rows(x, h.send_token_dev, n, h.d, h.expert_rows);
-  h.phase = DispatchHandle::Phase::payload_started;
+  h.arrived = h.returning = 0;
+  h.phase = DispatchHandle::Phase::exchanging;
 }
 
-void LocalDispatcher::wait_payload(DispatchHandle& h) {
-  h.expect(DispatchHandle::Phase::payload_started, "wait_payload");
-  h.phase = DispatchHandle::Phase::payload;
+void LocalDispatcher::wait_payload(DispatchHandle& h, int64_t chunk) {
+  h.expect_chunk(chunk, h.arrived, "wait_payload");
+  ++h.arrived;
 }
 
-void LocalDispatcher::start_combine(DispatchHandle& h, const float* expert_out) {
-  h.expect(DispatchHandle::Phase::payload, "start_combine");
+void LocalDispatcher::start_combine(DispatchHandle& h, int64_t chunk, const float* expert_out) {
+  h.expect_chunk(chunk, h.returning, "start_combine");
+  MOE_CHECK(chunk < h.arrived, "dispatcher (layer {}): start_combine of micro-batch {} before its wait_payload",
+            h.layer, chunk);
   h.home = expert_out;  // rows are already in plan order
+  ++h.returning;
   h.phase = DispatchHandle::Phase::combine_started;
 }
 

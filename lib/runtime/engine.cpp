@@ -244,6 +244,8 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
     for (int r = 0; r < ranks; ++r) node_of[static_cast<std::size_t>(r)] = topology->node_of(r);
     dispatcher =
         std::make_unique<AllToAllDispatcher>(dispatch_ws, *alltoall, *counts_comm, *placement, std::move(node_of));
+    // Micro-batches pay only where a transfer moves while experts compute.
+    dispatcher->set_chunks(alltoall->overlaps() ? config.moe.dispatch_chunks : 1);
   }
   // moe.expert_cache.slots: all keeps every local expert resident; a count or share makes the
   // bounded cache, which belady plans with the trace's batches in this run's step order.
@@ -435,6 +437,7 @@ RunOutcome run_scoring(const RunConfig& config, MPI_Comm world_comm, std::FILE* 
   in.num_tokens = done.tokens - done_before.tokens;
   in.num_steps = num_steps;
   in.workspace_growths_in_loop = growths - growths_after_reserve;
+  in.dispatch_chunks = dispatcher->chunks();
   RunOutcome outcome{make_report(in), stopped, done.batches, num_batches, stopped ? results_path : config.output};
   const std::vector<int64_t> marked = gather_to_root(world_comm, guard.marked());
   outcome.report["numerics"] = {{"on_nonfinite", config.on_nonfinite == NonFiniteAction::stop ? "stop" : "mark"},

@@ -83,6 +83,7 @@ nlohmann::json make_report(const ReportInputs& in) {
                  {"gating", gating_name(in.config.moe.gating)},
                  {"capacity_factor", in.config.moe.capacity_factor},
                  {"alltoall", alltoall_name(in.config.moe.alltoall)},
+                 {"dispatch_chunks", in.dispatch_chunks},
                  {"batch_size", in.config.batch_size}};
 
   if (in.backend.name() == "cpu")  // which GEMM kernels ran (backend/cpu/gemm.hpp)

@@ -30,6 +30,7 @@ struct ReportInputs {
   int64_t num_tokens = 0;
   int64_t num_steps = 0;
   std::size_t workspace_growths_in_loop = 0;
+  int64_t dispatch_chunks = 1;  // micro-batches the dispatcher ran (1 where the all-to-all cannot overlap)
 };
 
 // Collective over inputs.world.

@@ -5,17 +5,22 @@
 // rank's own plan. A row sent to the wrong rank, expert or position, lost or duplicated (a
 // replicated expert computing a row twice), shows. Runs dynamic and static (padding and drops)
 // plans, flat and hierarchical all-to-alls, layers with more and with fewer experts than ranks,
-// under the contiguous default and random placements (replicas, uneven slices, empty ranks).
+// under the contiguous default and random placements (replicas, uneven slices, empty ranks), in
+// 1, 2, 3 and more micro-batches than a rank has experts (the phases run chunk by chunk with
+// progress calls between them, as the MoE layer runs them): every split must give the float64
+// answer and exactly the bits of one micro-batch.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backend/backend.hpp"
 #include "backend/workspace.hpp"
 #include "comm/alltoall.hpp"
 #include "comm/topology.hpp"
+#include "core/error.hpp"
 #include "moe/alltoall_dispatcher.hpp"
 #include "moe/dispatch_plan.hpp"
 #include "moe/placement.hpp"
@@ -24,6 +29,18 @@
 
 namespace moe {
 namespace {
+
+// The "experts" of micro-batch `chunk`: each local expert's rows scaled by its factor.
+void compute_chunk(const DispatchHandle& h, int64_t chunk, const std::vector<LocalExpert>& mine, int64_t full_ffn,
+                   int64_t d, std::vector<float>& out) {
+  for (int64_t local = h.chunk_experts[chunk]; local < h.chunk_experts[chunk + 1]; ++local) {
+    const LocalExpert& lx = mine[static_cast<std::size_t>(local)];
+    const double share = static_cast<double>(lx.ffn()) / static_cast<double>(full_ffn);
+    const double factor = static_cast<double>(lx.expert + 1) * share;
+    for (int64_t r = h.local_offsets[2 * local]; r < h.local_offsets[2 * local + 2]; ++r)
+      for (int64_t c = 0; c < d; ++c) out[r * d + c] = static_cast<float>(factor * h.expert_rows[r * d + c]);
+  }
+}
 
 void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_t seed, bool random) {
   const int world = test::world_size(), me = test::world_rank();
@@ -81,7 +98,6 @@ void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_
 
   DispatchHandle handle;
   dispatcher.dispatch(0, plan, x.data(), d, handle);
-  const float* rows = handle.expert_rows;
   const std::vector<int64_t>& offsets = handle.local_offsets;
   const int64_t n = handle.num_rows();
   ASSERT_EQ(static_cast<int64_t>(offsets.size()), 2 * num_local + 1);
@@ -98,16 +114,56 @@ void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_
   MPI_Allreduce(MPI_IN_PLACE, &routed_here, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   MPI_Allreduce(MPI_IN_PLACE, &routed_all, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   EXPECT_EQ(routed_here, routed_all);
+  for (int64_t local = 0; local < num_local; ++local)
+    ASSERT_EQ(handle.local_experts[static_cast<std::size_t>(local)], mine[static_cast<std::size_t>(local)].expert);
   std::vector<float> out(static_cast<std::size_t>(n * d));
-  for (int64_t local = 0; local < num_local; ++local) {
-    const LocalExpert& lx = mine[static_cast<std::size_t>(local)];
-    ASSERT_EQ(handle.local_experts[static_cast<std::size_t>(local)], lx.expert);
-    const double share = static_cast<double>(lx.ffn()) / static_cast<double>(model.expert_ffn);
-    const double factor = static_cast<double>(lx.expert + 1) * share;
-    for (int64_t r = offsets[2 * local]; r < offsets[2 * local + 2]; ++r)
-      for (int64_t c = 0; c < d; ++c) out[r * d + c] = static_cast<float>(factor * rows[r * d + c]);
+  compute_chunk(handle, 0, mine, model.expert_ffn, d, out);
+  std::vector<float> y_one = y;
+  dispatcher.combine(handle, out.data(), y_one.data());
+
+  // Micro-batches, phase by phase with progress calls: the same bits as one. The count is the
+  // same on every rank (the most local experts anywhere, plus 2: some chunks empty everywhere).
+  int64_t most_local = num_local;
+  MPI_Allreduce(MPI_IN_PLACE, &most_local, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+  for (const int64_t chunks : {int64_t{2}, int64_t{3}, most_local + 2}) {
+    SCOPED_TRACE(std::to_string(chunks) + " micro-batches");
+    // An exchange of other rows first, so the buffers reused below hold other values: a row a
+    // micro-batch failed to move would show.
+    {
+      std::vector<float> noise(x.size()), sink = y;
+      for (auto& v : noise) v = normal(rng);
+      dispatcher.set_chunks(1);
+      dispatcher.dispatch(0, plan, noise.data(), d, handle);
+      compute_chunk(handle, 0, mine, model.expert_ffn, d, out);
+      dispatcher.combine(handle, out.data(), sink.data());
+    }
+    dispatcher.set_chunks(chunks);
+    std::vector<float> y_chunked = y;
+    std::fill(out.begin(), out.end(), std::nanf(""));
+    dispatcher.layout(0, plan, d, handle);
+    dispatcher.start_counts(handle);
+    dispatcher.wait_counts(handle);
+    dispatcher.start_payload(handle, x.data());
+    ASSERT_EQ(handle.chunks, chunks);
+    ASSERT_EQ(handle.chunk_experts.front(), 0);
+    ASSERT_EQ(handle.chunk_experts.back(), num_local);
+    // Out of order is refused before anything moves, on every rank alike.
+    if (chunks > 1) {
+      EXPECT_THROW(dispatcher.wait_payload(handle, 1), Error);
+      EXPECT_THROW(dispatcher.start_combine(handle, 0, out.data()), Error);
+    }
+    for (int64_t c = 0; c < chunks; ++c) {
+      dispatcher.wait_payload(handle, c);
+      dispatcher.progress(handle);
+      compute_chunk(handle, c, mine, model.expert_ffn, d, out);
+      dispatcher.progress(handle);
+      dispatcher.start_combine(handle, c, out.data());
+    }
+    dispatcher.wait_combine(handle, y_chunked.data());
+    EXPECT_EQ(std::memcmp(y_chunked.data(), y_one.data(), sizeof(float) * y.size()), 0);
   }
-  dispatcher.combine(handle, out.data(), y.data());
+  dispatcher.set_chunks(1);
+  y = y_one;
   double worst = 0;
   for (std::size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::abs(y[i] - want[i]));
   EXPECT_LE(worst, 1e-4);

@@ -3,7 +3,8 @@
 // dynamic gating, against a one-rank run of the same fresh random model and tokens. The token
 // file has fewer batches than some layouts have data-parallel groups and a short last batch, so
 // groups without sequences take part too; PR-MoE's 4-expert layer is sliced at world 8. The runs'
-// reports also show that a rank's resident expert bytes shrink with the world size.
+// reports also show that a rank's resident expert bytes shrink with the world size. On world 4
+// over 2 nodes the dispatcher's micro-batches (moe.dispatch_chunks 1, 2, 5) give identical bits.
 //
 // bf16 weights: bf16 GEMMs round their activations to bf16, so a last-bit difference in a GEMM's
 // output can move a rounding of the next GEMM's input by one bf16 ulp (2^-8 relative). Layouts
@@ -21,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -143,6 +145,25 @@ TEST_P(LayoutParity, EveryLayoutGivesOneRanksAnswer) {
     EXPECT_FALSE(checksum.empty());
     EXPECT_EQ(checksum, read_string_attribute(base_out, "model_checksum"));
     const nlohmann::json rep = read_report(report);
+    // Several ranks exchange rows in 2 micro-batches by default (MPI overlaps them); one rank has none.
+    EXPECT_EQ(rep["layout"]["dispatch_chunks"].get<int>(), layout.world > 1 ? 2 : 1);
+    // Micro-batches change when rows travel, never the answer: 1 and 5 give the default's bits.
+    if (layout.world == 4 && layout.nodes == 2 && (layout.tp == 1 || layout.alltoall == "hierarchical"))
+      for (const int chunks : {1, 5}) {
+        SCOPED_TRACE(std::to_string(chunks) + " micro-batches");
+        const std::string chunked = dir.file("out" + tag + "_c" + std::to_string(chunks) + ".h5");
+        const std::string chunked_run =
+            write_run_file(dir, model, tokens, chunked,
+                           extra + "parallel:\n  tp: " + std::to_string(layout.tp) +
+                               "\n  ranks_per_node: 2\nmoe:\n  alltoall: " + layout.alltoall +
+                               "\n  dispatch_chunks: " + std::to_string(chunks) + "\n");
+        r = run_command("timeout 120 " + mpirun(layout.world) + program("moe-score") + " " + chunked_run);
+        ASSERT_EQ(r.exit_code, 0) << r.output;
+        const Array c = read_array(chunked, "logprobs");
+        ASSERT_EQ(c.values.size(), got.values.size());
+        EXPECT_EQ(std::memcmp(c.values.data(), got.values.data(), sizeof(got.values[0]) * got.values.size()), 0)
+            << "max |d| " << max_abs_diff(got, c);
+      }
     EXPECT_EQ(rep["layout"]["world"].get<int>(), layout.world);
     EXPECT_EQ(rep["layout"]["tp"].get<int>(), layout.tp);
     EXPECT_EQ(rep["layout"]["nodes"].get<int>(), layout.nodes);

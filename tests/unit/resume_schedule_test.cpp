@@ -59,7 +59,7 @@ TEST(RunFingerprint, FilesAndPrintingDoNotCount) {
 TEST(RunFingerprint, WhatChangesResultsCounts) {
   const std::string base = fingerprint(kRun);
   for (const char* change : {"batch_size=8", "moe.gating=static", "moe.capacity_factor=2", "parallel.tp=2",
-                             "moe.alltoall=flat", "threads=2", "backend=cuda"})
+                             "moe.alltoall=flat", "moe.dispatch_chunks=3", "threads=2", "backend=cuda"})
     EXPECT_NE(base, fingerprint(kRun, {change})) << change;
 }
 

@@ -34,6 +34,7 @@ moe:
   gating: static
   capacity_factor: 1.5
   alltoall: flat
+  dispatch_chunks: 4
 )";
 
 RunConfig parse(const std::string& text, const std::vector<std::string>& overrides = {}) {
@@ -66,6 +67,7 @@ TEST(RunConfig, ParsesEveryKey) {
   EXPECT_EQ(c.moe.gating, GatingKind::static_capacity);
   EXPECT_DOUBLE_EQ(c.moe.capacity_factor, 1.5);
   EXPECT_EQ(c.moe.alltoall, AllToAllKind::flat);
+  EXPECT_EQ(c.moe.dispatch_chunks, 4);
   EXPECT_STREQ(gating_name(c.moe.gating), "static");
   EXPECT_STREQ(alltoall_name(c.moe.alltoall), "flat");
 }
@@ -85,6 +87,7 @@ TEST(RunConfig, Defaults) {
   EXPECT_EQ(c.moe.gating, GatingKind::dynamic);
   EXPECT_DOUBLE_EQ(c.moe.capacity_factor, 1.25);
   EXPECT_EQ(c.moe.alltoall, AllToAllKind::hierarchical);
+  EXPECT_EQ(c.moe.dispatch_chunks, 2);
   EXPECT_STREQ(gating_name(c.moe.gating), "dynamic");
   EXPECT_STREQ(alltoall_name(c.moe.alltoall), "hierarchical");
 }
@@ -257,6 +260,10 @@ TEST(RunConfig, OtherBadValuesAreNamed) {
   EXPECT_THAT(error_of(std::string(kMinimal) + "parallel:\n  tp: 0\n"), HasSubstr("'parallel.tp' must be positive"));
   EXPECT_THAT(error_of(std::string(kMinimal) + "threads: -1\n"), HasSubstr("'threads' must be >= 0"));
   EXPECT_THAT(error_of(std::string(kMinimal) + "progress_seconds: -1\n"), HasSubstr("'progress_seconds'"));
+  for (const char* chunks : {"0", "65", "-1"})
+    EXPECT_THAT(error_of(std::string(kMinimal) + "moe:\n  dispatch_chunks: " + chunks + "\n"),
+                HasSubstr("'moe.dispatch_chunks' must be in [1, 64], got " + std::string(chunks)));
+  EXPECT_THAT(error_of(std::string(kMinimal) + "moe:\n  dispatch_chunks: two\n"), HasSubstr("moe.dispatch_chunks"));
   EXPECT_THAT(error_of(std::string(kMinimal) + "moe:\n  capacity_factor: 0\n"),
               HasSubstr("'moe.capacity_factor' must be positive"));
   EXPECT_THAT(error_of(std::string(kMinimal) + "moe:\n  capacity_factor: .inf\n"),
