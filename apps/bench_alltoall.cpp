@@ -2,6 +2,13 @@
 // included, as nccl-tests does); time = max over ranks of each rank's median; algbw = size / time;
 // busbw = algbw * (n - 1) / n; #wrong = received bytes that differ from the known payload, summed
 // over ranks; msgs = payload messages one call sends, max over ranks.
+// ovl% = how much of the exchange hides behind compute when started non-blocking (AllToAll::start,
+// as the dispatcher's micro-batches run it): a stand-in compute of the exchange's duration (FMAs
+// in L1, no memory traffic) in 8 slices with progress() between them, then wait();
+// ovl% = 100 * (t_exchange + t_compute - t_both) / min(t_exchange, t_compute): 100 is fully hidden,
+// 0 is serial, below 0 costs extra. It depends on the MPI's progress engine and transport: on one
+// host (shared memory, copies by the same cores) expect about 0; run it across nodes to choose
+// moe.dispatch_chunks.
 #include "bench_alltoall.hpp"
 
 #include <fmt/format.h>
@@ -32,9 +39,26 @@ uint8_t payload(int src, int dst, std::size_t index) {
 
 struct Row {
   double seconds = 0;
+  double overlap = 0;  // percent
   uint64_t wrong = 0;
   uint64_t messages = 0;
 };
+
+// The compute stand-in: `iters` dependent FMA rounds on 8 independent lanes in registers/L1.
+float spin(int64_t iters) {
+  float acc[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  for (int64_t i = 0; i < iters; ++i)
+    for (float& a : acc) a = a * 0.999999f + 1e-7f;
+  float sum = 0;
+  for (const float a : acc) sum += a;
+  return sum;
+}
+volatile float spin_sink = 0;  // keeps the compiler from dropping spin()
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 }  // namespace
 
@@ -67,20 +91,33 @@ void bench_alltoall(const AlltoallBenchOptions& opt, const std::string& command)
         "\n# size = bytes each rank sends (uniform over ranks); time = max over ranks of the median of {} runs\n",
         opt.reps);
     fmt::print("# busbw = algbw * (n-1)/n; msgs = payload messages per call (max over ranks)\n");
+    fmt::print("# ovl% = share of the exchange hidden behind compute when started non-blocking (see the source)\n");
     fmt::print("#{:>33}", "");
-    for (const auto& v : variants) fmt::print(" {:>46}", v->name());
+    for (const auto& v : variants) fmt::print(" {:>53}", v->name());
     fmt::print("\n#{:>11} {:>12} {:>8}", "size", "count", "type");
     for (std::size_t i = 0; i < variants.size(); ++i)
-      fmt::print(" {:>10} {:>8} {:>8} {:>8} {:>8}", "time", "algbw", "busbw", "#wrong", "msgs");
+      fmt::print(" {:>10} {:>8} {:>8} {:>8} {:>8} {:>6}", "time", "algbw", "busbw", "#wrong", "msgs", "ovl%");
     fmt::print("\n#{:>11} {:>12} {:>8}", "(B)", "(elements)", "");
     for (std::size_t i = 0; i < variants.size(); ++i)
-      fmt::print(" {:>10} {:>8} {:>8} {:>8} {:>8}", "(us)", "(GB/s)", "(GB/s)", "", "");
+      fmt::print(" {:>10} {:>8} {:>8} {:>8} {:>8} {:>6}", "(us)", "(GB/s)", "(GB/s)", "", "", "");
     fmt::print("\n");
+  }
+
+  // Spin rounds per second on this rank, for a compute stand-in as long as an exchange.
+  double spin_rate = 0;
+  for (int64_t iters = 1 << 16;; iters *= 2) {
+    const double start = now_seconds();
+    spin_sink = spin(iters);
+    const double seconds = now_seconds() - start;
+    if (seconds > 0.02) {
+      spin_rate = static_cast<double>(iters) / seconds;
+      break;
+    }
   }
 
   std::vector<std::size_t> bytes(peers), displs(peers);
   std::vector<uint8_t> send, recv;
-  std::vector<double> busbw_sum(variants.size(), 0.0);
+  std::vector<double> busbw_sum(variants.size(), 0.0), overlap_sum(variants.size(), 0.0);
   int rows = 0;
   for (std::size_t size = opt.min_bytes; size <= opt.max_bytes; size *= 2) {
     const std::size_t block = std::max<std::size_t>(1, size / peers);
@@ -107,13 +144,37 @@ void bench_alltoall(const AlltoallBenchOptions& opt, const std::string& command)
         call();
         times.push_back(now_seconds() - start);
       }
-      std::sort(times.begin(), times.end());
       Row row;
-      row.seconds = times[times.size() / 2];
+      row.seconds = median(times);
+      // The same exchange started, a compute of its length in slices with progress() between, wait.
+      double exchange = row.seconds;
+      MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &exchange, 1, MPI_DOUBLE, MPI_MAX, world));
+      constexpr int kSlices = 8;
+      const auto slice = static_cast<int64_t>(exchange * spin_rate / kSlices) + 1;
+      std::vector<double> compute_times, both_times;
+      for (int r = 0; r < opt.reps; ++r) {
+        MOE_MPI_CHECK(MPI_Barrier(world));
+        double start = now_seconds();
+        for (int k = 0; k < kSlices; ++k) spin_sink = spin(slice);
+        compute_times.push_back(now_seconds() - start);
+        MOE_MPI_CHECK(MPI_Barrier(world));
+        start = now_seconds();
+        AllToAllRequest request;
+        v->start(send.data(), bytes.data(), displs.data(), recv.data(), bytes.data(), displs.data(), request);
+        for (int k = 0; k < kSlices; ++k) {
+          spin_sink = spin(slice);
+          v->progress();
+        }
+        v->wait(request);
+        both_times.push_back(now_seconds() - start);
+      }
+      double times3[3] = {row.seconds, median(compute_times), median(both_times)};
+      MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, times3, 3, MPI_DOUBLE, MPI_MAX, world));
+      row.overlap = 100.0 * (times3[0] + times3[1] - times3[2]) / std::min(times3[0], times3[1]);
       for (int p = 0; p < n; ++p)
         for (std::size_t i = 0; i < block; ++i)
           row.wrong += recv[static_cast<std::size_t>(p) * block + i] != payload(p, me, i);
-      row.messages = v->stats().messages / static_cast<uint64_t>(opt.reps + 1);
+      row.messages = v->stats().messages / static_cast<uint64_t>(2 * opt.reps + 1);
       MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &row.seconds, 1, MPI_DOUBLE, MPI_MAX, world));
       MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &row.wrong, 1, MPI_UINT64_T, MPI_SUM, world));
       MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &row.messages, 1, MPI_UINT64_T, MPI_MAX, world));
@@ -126,8 +187,9 @@ void bench_alltoall(const AlltoallBenchOptions& opt, const std::string& command)
         const double algbw = static_cast<double>(total) / row.seconds / 1e9;
         const double busbw = algbw * static_cast<double>(n - 1) / static_cast<double>(n);
         busbw_sum[k] += busbw;
-        fmt::print(" {:>10.1f} {:>8.3f} {:>8.3f} {:>8} {:>8}", row.seconds * 1e6, algbw, busbw, row.wrong,
-                   row.messages);
+        overlap_sum[k] += row.overlap;
+        fmt::print(" {:>10.1f} {:>8.3f} {:>8.3f} {:>8} {:>8} {:>6.0f}", row.seconds * 1e6, algbw, busbw, row.wrong,
+                   row.messages, row.overlap);
       }
       fmt::print("\n");
     }
@@ -140,7 +202,8 @@ void bench_alltoall(const AlltoallBenchOptions& opt, const std::string& command)
       fmt::print(" {} {:.3f}", variants[k]->name(), busbw_sum[k] / rows);
     fmt::print("\nPERFORMANCE alltoall ranks={} ranks_per_node={}", n, topo->ranks_per_node);
     for (std::size_t k = 0; k < variants.size(); ++k)
-      fmt::print(" avg_busbw_{}_gbs={:.3f}", variants[k]->name(), busbw_sum[k] / rows);
+      fmt::print(" avg_busbw_{}_gbs={:.3f} avg_overlap_{}_pct={:.0f}", variants[k]->name(), busbw_sum[k] / rows,
+                 variants[k]->name(), overlap_sum[k] / rows);
     fmt::print("\n");
   }
 }
