@@ -106,6 +106,10 @@ void ExpertLoader::run() {
 }
 
 void ExpertLoader::load(const std::vector<LoadSegment>& segments) {
+  // All of the job's reads go to the storage at once (asynchronous readahead) before the staged
+  // preads wait for them one part at a time. Advice only: a failure changes nothing but speed.
+  for (const LoadSegment& s : segments)
+    (void)::posix_fadvise(fd_, static_cast<off_t>(s.file_offset), static_cast<off_t>(s.bytes), POSIX_FADV_WILLNEED);
   for (const LoadSegment& s : segments) {
     for (std::size_t done = 0; done < s.bytes;) {
       const std::size_t part = std::min(staging_.size(), s.bytes - done);
