@@ -160,7 +160,9 @@ void run_case(int64_t experts, bool dynamic, const std::string& variant, uint32_
       dispatcher.start_combine(handle, c, out.data());
     }
     dispatcher.wait_combine(handle, y_chunked.data());
-    EXPECT_EQ(std::memcmp(y_chunked.data(), y_one.data(), sizeof(float) * y.size()), 0);
+    if (!y.empty()) {  // rank 1 has no tokens (and memcmp takes no null pointers)
+      EXPECT_EQ(std::memcmp(y_chunked.data(), y_one.data(), sizeof(float) * y.size()), 0);
+    }
   }
   dispatcher.set_chunks(1);
   y = y_one;
