@@ -71,6 +71,19 @@ class Communicator {
 // Host-buffer communicator over an MPI communicator (which it duplicates and frees).
 std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm);
 
+namespace detail {
+
+// MPI's counts and displacements are ints, so a byte count past 2^31 - 1 (an exchange of large
+// batches of wide rows) cannot be said in bytes. The MPI communicator says them in units of a
+// contiguous datatype: the largest power of two, at most kMaxMessageUnit, that divides every
+// count and displacement of one side of the call (whole f32 rows: d * 4 bytes, so 4 KiB for
+// d = 1024 and 2^31 - 1 units of it). The two sides may pick different units: MPI matches the
+// bytes (the type signatures), not the datatypes.
+inline constexpr std::size_t kMaxMessageUnit = std::size_t{1} << 20;
+std::size_t mpi_message_unit(const std::size_t* a, std::size_t na, const std::size_t* b, std::size_t nb);
+
+}  // namespace detail
+
 // Wraps a group of ranks (given as an MPI communicator, e.g. one of Topology's) as a Communicator
 // of some backend: make_mpi_communicator for host memory; an NCCL maker for device memory.
 using CommunicatorMaker = std::function<std::unique_ptr<Communicator>(MPI_Comm)>;
