@@ -55,12 +55,12 @@ Routing draw_routing(int64_t tokens, int64_t experts, int64_t k, double skew, st
 }
 
 double max_over_ranks(double v) {
-  MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
   return v;
 }
 
 double sum_over_ranks(double v) {
-  MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
   return v;
 }
 
@@ -153,7 +153,7 @@ void bench_gating(const GatingBenchOptions& o, const std::string& command) {
       iteration();  // warm-up: sizes the workspaces
       std::vector<double> times;
       for (int rep = 0; rep < o.reps; ++rep) {
-        MPI_Barrier(MPI_COMM_WORLD);
+        MOE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
         const double start = now_seconds();
         iteration();
         times.push_back(now_seconds() - start);

@@ -52,7 +52,7 @@ double median_seconds(int reps, Fn&& fn) {
 }
 
 double max_over_ranks(double v) {
-  MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
   return v;
 }
 
@@ -138,7 +138,7 @@ void bench_stream(int reps, const std::string& command) {
   double best = 0;
   for (std::size_t bytes : {std::size_t{1} << 20, std::size_t{16} << 20, std::size_t{256} << 20}) {
     std::vector<float> a(bytes / 4, 1.0f), b(bytes / 4, 2.0f);
-    MPI_Barrier(MPI_COMM_WORLD);
+    MOE_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     const double t = max_over_ranks(median_seconds(reps, [&] {
 #pragma omp parallel for schedule(static)
       for (std::size_t i = 0; i < a.size(); ++i) a[i] = b[i];

@@ -349,19 +349,22 @@ std::string CheckpointReader::model_checksum(MPI_Comm comm) const {
     lines +=
         fmt::format("{}\t{}\t{}\t{}\t{}\n", r.name, shape_text(r.offset), shape_text(r.count), product(r.count), r.sum);
   int rank = 0, ranks = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &ranks);
+  MOE_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MOE_MPI_CHECK(MPI_Comm_size(comm, &ranks));
+  // Every rank learns the total, so that all refuse an oversized gather together.
+  auto total = static_cast<int64_t>(lines.size());
+  MOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, comm));
+  MOE_CHECK(total < (int64_t{1} << 31), "{}: too many reads for the model checksum", path());
   int length = static_cast<int>(lines.size());
   std::vector<int> lengths(static_cast<std::size_t>(ranks)), displs(static_cast<std::size_t>(ranks));
-  MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm);
-  int64_t total = 0;
-  for (int r = 0; r < ranks; ++r) {
-    displs[r] = static_cast<int>(total);
-    total += lengths[r];
+  MOE_MPI_CHECK(MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm));
+  for (int r = 0, at = 0; r < ranks; ++r) {
+    displs[r] = at;
+    at += lengths[r];
   }
-  MOE_CHECK(total < (int64_t{1} << 31), "{}: too many reads for the model checksum", path());
   std::string all(static_cast<std::size_t>(rank == 0 ? total : 0), '\0');
-  MPI_Gatherv(lines.data(), length, MPI_CHAR, all.data(), lengths.data(), displs.data(), MPI_CHAR, 0, comm);
+  MOE_MPI_CHECK(
+      MPI_Gatherv(lines.data(), length, MPI_CHAR, all.data(), lengths.data(), displs.data(), MPI_CHAR, 0, comm));
   char hex[17] = {};
   if (rank == 0) {
     // Identical boxes (read by several ranks) count once; per dataset, the sums of the distinct
@@ -396,7 +399,7 @@ std::string CheckpointReader::model_checksum(MPI_Comm comm) const {
     }
     std::snprintf(hex, sizeof(hex), "%s", hash.hex().c_str());
   }
-  MPI_Bcast(hex, 16, MPI_CHAR, 0, comm);
+  MOE_MPI_CHECK(MPI_Bcast(hex, 16, MPI_CHAR, 0, comm));
   return std::string(hex, 16);
 }
 
