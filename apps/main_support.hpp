@@ -33,6 +33,9 @@ inline std::optional<int> parse_command_line(CLI::App& app, const char* program,
 template <typename Body>
 int run_main(const char* program, int argc, char** argv, Body&& body) {
   MPI_Init(&argc, &argv);
+  // MPI errors come back as return codes, so that MOE_MPI_CHECK names the call and the place
+  // (the rank then ends the job as for any error); communicators made from the world inherit it.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   set_program_name(program);
   int rank = 0;
   int size = 1;

@@ -1,11 +1,13 @@
-// Exchanges past MPI's int count limit: a block of more than 2^31 - 1 bytes and a displacement past
-// it, through the MPI communicator's blocking and non-blocking all-to-all-v (run on 2 ranks; the
-// big case needs about 4.3 GiB on the node and is skipped, saying so, where that is not free).
+// The MPI communicator where MPI's own limits show: exchanges past MPI's int count limit (a block
+// of more than 2^31 - 1 bytes and a displacement past it, through the blocking and non-blocking
+// all-to-all-v; run on 2 ranks, the big case needs about 4.3 GiB on the node and is skipped,
+// saying so, where that is not free), and a failed MPI call's error.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.hpp"
@@ -115,6 +117,25 @@ TEST(LargeMessage, OddByteCountsStillExchange) {
     for (std::size_t i = 0; i < bytes; ++i)
       ASSERT_EQ(recv[static_cast<std::size_t>(p) * bytes + i], static_cast<unsigned char>(word(p, 0, i)))
           << "byte " << i << " from rank " << p;
+}
+
+// Where MPI returns its errors (as the programs set it up: apps/main_support.hpp), the check
+// macro turns one into an Error that names the call, the file and the rank.
+TEST(MpiCheck, NamesTheFailedCallAndPlace) {
+  MPI_Comm comm = MPI_COMM_NULL;
+  MOE_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+  MOE_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
+  int value = 0;
+  try {
+    MOE_MPI_CHECK(MPI_Bcast(&value, -1, MPI_INT, 0, comm));
+    ADD_FAILURE() << "a broadcast of -1 elements was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("MPI_Bcast(&value, -1, MPI_INT, 0, comm)"), std::string::npos) << what;
+    EXPECT_NE(what.find("mpi_communicator_test.cpp:"), std::string::npos) << what;
+    EXPECT_NE(what.find("(rank " + std::to_string(world_rank()) + ")"), std::string::npos) << what;
+  }
+  MOE_MPI_CHECK(MPI_Comm_free(&comm));
 }
 
 }  // namespace
