@@ -1,8 +1,11 @@
 #include "moe/placement_file.hpp"
 
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
+#include <type_traits>
 
 #include "core/error.hpp"
 
@@ -16,15 +19,38 @@ const char* role_name(HolderRole role) {
   return role == HolderRole::slice ? "slice" : "replica";
 }
 
+// `v` as T: a JSON integer within T's range. nlohmann's get<T> would truncate a fraction, wrap a
+// large integer (rank 4294967297 read as 1) and convert a huge float with undefined behaviour.
+template <typename T>
+std::optional<T> exact_integer(const json& v) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<T>::max())) return std::nullopt;
+    return static_cast<T>(u);
+  }
+  if (!v.is_number_integer()) return std::nullopt;
+  const auto i = v.get<int64_t>();
+  if (i < std::numeric_limits<T>::min() || i > std::numeric_limits<T>::max()) return std::nullopt;
+  return static_cast<T>(i);
+}
+
 // `node[key]` as T, or one line naming the file and the entry `where` (e.g. "layer 1 expert 3").
 template <typename T>
 T field(const std::string& path, const json& node, const char* key, const std::string& where) {
   const std::string at = where.empty() ? "" : where + ": ";
   MOE_CHECK(node.is_object() && node.contains(key), "{}: {}'{}' is missing", path, at, key);
-  try {
-    return node.at(key).get<T>();
-  } catch (const json::exception&) {
-    fail("{}: {}'{}' has the wrong type ({})", path, at, key, node.at(key).dump());
+  const json& v = node.at(key);
+  if constexpr (std::is_integral_v<T>) {
+    const std::optional<T> value = exact_integer<T>(v);
+    MOE_CHECK(value.has_value(), "{}: {}'{}' must be an integer in [{}, {}], got {}", path, at, key,
+              std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), v.dump());
+    return *value;
+  } else {
+    try {
+      return v.get<T>();
+    } catch (const json::exception&) {
+      fail("{}: {}'{}' has the wrong type ({})", path, at, key, v.dump());
+    }
   }
 }
 
@@ -81,10 +107,12 @@ ExpertPlacement read_placement_file(const std::string& path, const ModelConfig& 
         const auto role = field<std::string>(path, h, "role", at);
         MOE_CHECK(role == "replica" || role == "slice", "{}: {}: role '{}' (valid: replica, slice)", path, at, role);
         holder.role = role == "slice" ? HolderRole::slice : HolderRole::replica;
-        const auto ffn = field<std::vector<int64_t>>(path, h, "ffn", at);
-        MOE_CHECK(ffn.size() == 2, "{}: {}: 'ffn' must be [begin, end]", path, at);
-        holder.ffn_begin = ffn[0];
-        holder.ffn_end = ffn[1];
+        const json& ffn = field<json>(path, h, "ffn", at);
+        const auto column = [&](std::size_t i) { return ffn.is_array() ? exact_integer<int64_t>(ffn[i]) : std::nullopt; };
+        MOE_CHECK(ffn.is_array() && ffn.size() == 2 && column(0) && column(1),
+                  "{}: {}: 'ffn' must be [begin, end] (integers), got {}", path, at, ffn.dump());
+        holder.ffn_begin = *column(0);
+        holder.ffn_end = *column(1);
         list.push_back(holder);
       }
     }

@@ -88,6 +88,31 @@ TEST_F(PlacementFile, RankOutOfRange) {
             ": layer 2 expert 3 holder 0: rank 4 is out of range [0, 4)");
 }
 
+// Numbers that are not exact integers of the field's type are refused, not truncated or wrapped.
+TEST_F(PlacementFile, RankNotAnExactInt) {
+  EXPECT_EQ(error_after([](nlohmann::json& d) { holders(d, 2, 3)[0]["rank"] = 4294967297ULL; }),
+            ": layer 2 expert 3 holder 0: 'rank' must be an integer in [-2147483648, 2147483647], got 4294967297");
+  EXPECT_EQ(error_after([](nlohmann::json& d) { holders(d, 2, 3)[0]["rank"] = 1.5; }),
+            ": layer 2 expert 3 holder 0: 'rank' must be an integer in [-2147483648, 2147483647], got 1.5");
+  EXPECT_EQ(error_after([](nlohmann::json& d) { holders(d, 1, 0)[0]["rank"] = "0"; }),
+            ": layer 1 expert 0 holder 0: 'rank' must be an integer in [-2147483648, 2147483647], got \"0\"");
+}
+
+TEST_F(PlacementFile, FfnNotTwoIntegers) {
+  EXPECT_EQ(error_after([](nlohmann::json& d) { holders(d, 2, 1)[0]["ffn"] = {0, 1e30}; }),
+            ": layer 2 expert 1 holder 0: 'ffn' must be [begin, end] (integers), got [0,1e+30]");
+  EXPECT_EQ(error_after([](nlohmann::json& d) { holders(d, 2, 1)[0]["ffn"] = {0, 40, 80}; }),
+            ": layer 2 expert 1 holder 0: 'ffn' must be [begin, end] (integers), got [0,40,80]");
+  EXPECT_EQ(error_after([](nlohmann::json& d) { holders(d, 2, 1)[0]["ffn"] = 40; }),
+            ": layer 2 expert 1 holder 0: 'ffn' must be [begin, end] (integers), got 40");
+}
+
+TEST_F(PlacementFile, LayerBeyondInt64) {
+  EXPECT_EQ(error_after([](nlohmann::json& d) { d["layers"][0]["layer"] = 18446744073709551615ULL; }),
+            ": layers[]: 'layer' must be an integer in [-9223372036854775808, 9223372036854775807], got "
+            "18446744073709551615");
+}
+
 TEST_F(PlacementFile, WorldMismatch) {
   EXPECT_EQ(error_after([](nlohmann::json&) {}, 8), ": made for world 4, this run has 8 ranks");
 }
