@@ -28,7 +28,7 @@ class JsonKeys {
   int64_t integer(const std::string& key, std::optional<int64_t> fallback = std::nullopt) const {
     if (!is_set(key)) return required(key, fallback);
     const json& v = j_[key];
-    MOE_CHECK(v.is_number_integer(), "{}: key '{}' must be an integer, got {}", source_, key, v.dump());
+    MOE_CHECK(fits_int64(v), "{}: key '{}' must be an integer, got {}", source_, key, v.dump());
     return v.get<int64_t>();
   }
   double real(const std::string& key, std::optional<double> fallback = std::nullopt) const {
@@ -55,7 +55,7 @@ class JsonKeys {
     const json& v = j_[key];
     MOE_CHECK(v.is_array(), "{}: key '{}' must be a list of integers, got {}", source_, key, v.dump());
     for (const json& x : v) {
-      MOE_CHECK(x.is_number_integer(), "{}: key '{}' must be a list of integers, got {}", source_, key, v.dump());
+      MOE_CHECK(fits_int64(x), "{}: key '{}' must be a list of integers, got {}", source_, key, v.dump());
       out.push_back(x.get<int64_t>());
     }
     return out;
@@ -71,6 +71,11 @@ class JsonKeys {
   const json& get(const std::string& key) const { return j_[key]; }
 
  private:
+  // An integer that get<int64_t> returns unchanged (an unsigned one past INT64_MAX would wrap).
+  static bool fits_int64(const json& v) {
+    return v.is_number_integer() &&
+           (!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX));
+  }
   template <typename T>
   T required(const std::string& key, const std::optional<T>& fallback) const {
     MOE_CHECK(fallback.has_value(), "{}: missing key '{}'", source_, key);

@@ -135,6 +135,9 @@ TEST_F(HfConfig, RefusesWhatIsNotImplemented) {
               HasSubstr("missing key 'num_experts_per_tok'"));
   EXPECT_THAT(error_of("MixtralForCausalLM", kMixtral + R"(, "num_experts_per_tok": "two")"),
               HasSubstr("'num_experts_per_tok' must be an integer"));
+  // Past INT64_MAX: refused as such, not wrapped to -1.
+  EXPECT_THAT(error_of("MixtralForCausalLM", kMixtral + R"(, "num_experts_per_tok": 18446744073709551615)"),
+              HasSubstr("'num_experts_per_tok' must be an integer, got 18446744073709551615"));
   EXPECT_THAT(error_of("GPT2LMHeadModel", R"("model_type": "gpt2")"),
               HasSubstr("architecture 'GPT2LMHeadModel' is not supported"));
 }
