@@ -23,6 +23,10 @@ class ChildProcess {
   // Reads the rest of the output, waits for the process and returns its exit code (128 + signal
   // when a signal ended it).
   int wait();
+  // wait(), for at most `seconds`: the exit code, or nothing while the process still runs.
+  std::optional<int> wait_for(double seconds);
+  // Ends the process group (SIGKILL) and reaps the process; returns its exit code (128 + 9).
+  int kill_group();
   const std::string& output() const { return output_; }  // everything read so far
 
  private:
@@ -35,5 +39,7 @@ class ChildProcess {
 
 // The processes whose parent is `parent` (from /proc), e.g. the ranks that mpirun started.
 std::vector<pid_t> child_pids(pid_t parent);
+// Whether `pid` has ended: gone, or a zombie its parent has not reaped.
+bool process_ended(pid_t pid);
 
 }  // namespace moe::test
